@@ -1,0 +1,24 @@
+//! Switchboard connector SDK.
+//!
+//! Every connector crate depends on this crate only (never on the hub). It defines the
+//! capability traits a connector implements, the event types that flow through the hub, the
+//! error types the hub maps to HTTP answers and retries, the shared signature helpers, and the
+//! config helpers that name the exact key that is wrong.
+
+pub mod config;
+pub mod error;
+pub mod event;
+pub mod signature;
+pub mod testkit;
+pub mod traits;
+
+pub use config::{ConfigError, ConfigResult, Env, Secret};
+pub use error::{ConnectorError, IngressError, NormalizeError, VerifyError};
+pub use event::{
+    Attachment, ClaimKind, Direction, EventBody, IdentityClaim, NormalizedEvent, RawEvent,
+    StoredEvent,
+};
+pub use traits::{
+    Connector, InboundRequest, Ingress, Normalizer, Outbound, OutboundMessage, PollPage, Poller,
+    Reply, Sent, Verified, WebhookIngress,
+};

@@ -1,0 +1,120 @@
+//! The capability traits. A connector is a normaliser plus any of: webhook ingress, poller,
+//! outbound sender. The hub only ever sees these traits.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::{HeaderMap, Method, Uri};
+
+use crate::error::{ConnectorError, IngressError, NormalizeError, VerifyError};
+use crate::event::{NormalizedEvent, RawEvent, StoredEvent};
+
+pub trait Connector: Send + Sync {
+    fn kind(&self) -> &'static str;
+    fn normalizer(&self) -> &dyn Normalizer;
+    fn webhook(&self) -> Option<&dyn WebhookIngress> {
+        None
+    }
+    fn poller(&self) -> Option<&dyn Poller> {
+        None
+    }
+    fn outbound(&self) -> Option<&dyn Outbound> {
+        None
+    }
+}
+
+/// An HTTP request as the webhook endpoint received it: exact bytes, nothing parsed yet.
+#[derive(Debug)]
+pub struct InboundRequest<'a> {
+    pub method: &'a Method,
+    pub uri: &'a Uri,
+    pub headers: &'a HeaderMap,
+    pub body: &'a Bytes,
+    /// Unix seconds at receipt, so that timestamp checks stay pure and testable.
+    pub now: i64,
+}
+
+impl InboundRequest<'_> {
+    /// A header as text; `None` when absent or not visible ASCII.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// Proof that a request passed `verify`. Only a verifier should construct one.
+#[derive(Debug)]
+pub struct Verified<'a> {
+    pub req: &'a InboundRequest<'a>,
+}
+
+impl<'a> Verified<'a> {
+    /// Call only after the request's signature (or handshake token) has been checked.
+    pub fn after_check(req: &'a InboundRequest<'a>) -> Self {
+        Verified { req }
+    }
+}
+
+/// A response the provider expects instead of a plain acknowledgement (handshakes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Bytes,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ingress {
+    /// Events to store, one per provider event (batches split).
+    Events(Vec<RawEvent>),
+    /// Answer this and store nothing (handshakes, pings).
+    Reply(Reply),
+}
+
+/// Pure and synchronous: no I/O, so the webhook endpoint answers within provider limits.
+pub trait WebhookIngress: Send + Sync {
+    fn verify<'a>(&self, req: &'a InboundRequest<'a>) -> Result<Verified<'a>, VerifyError>;
+    fn parse(&self, req: Verified<'_>) -> Result<Ingress, IngressError>;
+}
+
+/// An opaque position in a provider's stream, stored by the hub.
+pub type Cursor = String;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PollPage {
+    pub events: Vec<RawEvent>,
+    /// Stored in the same transaction as `events`.
+    pub next_cursor: Option<Cursor>,
+    /// True when the provider has more right now; the poller asks again without waiting.
+    pub more: bool,
+}
+
+#[async_trait]
+pub trait Poller: Send + Sync {
+    async fn poll(&self, cursor: Option<Cursor>) -> Result<PollPage, ConnectorError>;
+    fn interval(&self) -> Duration;
+}
+
+/// Pure: same raw event in, same normalised events out. No I/O, no clock.
+pub trait Normalizer: Send + Sync {
+    fn normalize(&self, raw: &StoredEvent) -> Result<Vec<NormalizedEvent>, NormalizeError>;
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboundMessage {
+    pub id: String,
+    pub idempotency_key: String,
+    pub thread_key: String,
+    pub text: String,
+    pub attachment_urls: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sent {
+    pub provider_message_id: Option<String>,
+}
+
+#[async_trait]
+pub trait Outbound: Send + Sync {
+    async fn send(&self, msg: &OutboundMessage) -> Result<Sent, ConnectorError>;
+}

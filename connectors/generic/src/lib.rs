@@ -1,0 +1,57 @@
+//! The generic webhook connector (`kind = "generic"`): the "API channel" any system can push
+//! to. A configurable HMAC scheme checks the request; JSON Pointers (RFC 6901) map the payload
+//! to a message and/or an order on the customer timeline.
+
+mod config;
+mod normalize;
+mod webhook;
+
+use std::sync::Arc;
+
+use switchboard_core::{ConfigResult, Connector, Env, Normalizer, WebhookIngress};
+
+pub use config::{GenericConfig, Mapping};
+
+/// The built connector: validated settings, shared by its webhook and normaliser halves.
+pub struct Generic {
+    settings: Arc<config::Settings>,
+    webhook: webhook::GenericWebhook,
+    normalizer: normalize::GenericNormalizer,
+}
+
+/// Builds a generic connector from its config table; `path` names it in errors
+/// (`connectors[0]`). No I/O beyond reading `_env` variables.
+pub fn build(id: &str, path: &str, table: toml::Value, env: Env<'_>) -> ConfigResult<Generic> {
+    let settings = Arc::new(config::Settings::from_table(id, path, table, env)?);
+    Ok(Generic {
+        webhook: webhook::GenericWebhook {
+            s: settings.clone(),
+        },
+        normalizer: normalize::GenericNormalizer {
+            s: settings.clone(),
+        },
+        settings,
+    })
+}
+
+impl Generic {
+    /// The settings as validated, for the hub's `check-config` summary.
+    pub fn describe(&self) -> String {
+        format!(
+            "generic webhook, signature header `{}`",
+            self.settings.signature_header
+        )
+    }
+}
+
+impl Connector for Generic {
+    fn kind(&self) -> &'static str {
+        "generic"
+    }
+    fn normalizer(&self) -> &dyn Normalizer {
+        &self.normalizer
+    }
+    fn webhook(&self) -> Option<&dyn WebhookIngress> {
+        Some(&self.webhook)
+    }
+}
