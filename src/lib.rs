@@ -1,1 +1,14 @@
+//! Switchboard: an omnichannel integration hub. See DESIGN.md beside the project.
 
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod ingest;
+pub mod metrics;
+pub mod pipeline;
+pub mod registry;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,163 @@
+//! `Application::build(settings)` is the single wiring point for `main` and for tests.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Notify};
+
+use crate::config::Settings;
+use crate::domain::{parse_region, ClaimNormalizer};
+use crate::http::{router, AppState};
+use crate::ingest::{IngestWriters, Ingestor};
+use crate::metrics::Metrics;
+use crate::pipeline::Pipeline;
+use crate::registry::Registry;
+use crate::store::{Backend, Store};
+use switchboard_core::Env;
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    writers: IngestWriters,
+    pipeline: Arc<Pipeline>,
+}
+
+/// Builds the connector registry and the claim normaliser from settings (no I/O).
+pub fn build_parts(
+    settings: &Settings,
+    env: Env<'_>,
+) -> Result<(Registry, ClaimNormalizer), switchboard_core::ConfigError> {
+    let registry = Registry::build(&settings.connectors, env)?;
+    let region = parse_region(&settings.identity.default_region).ok_or_else(|| {
+        switchboard_core::ConfigError::new("identity.default_region", "not an ISO 3166 region code")
+    })?;
+    let claims = ClaimNormalizer {
+        region,
+        blocklist: settings
+            .identity
+            .blocklist
+            .iter()
+            .map(|s| s.trim().to_lowercase())
+            .collect(),
+    };
+    Ok((registry, claims))
+}
+
+impl Application {
+    /// Connects, migrates, builds every connector, binds the listener (port 0 picks a free
+    /// port) and starts the ingest writers. Nothing is served until `run_until_stopped`.
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        Self::build_with_env(settings, &switchboard_core::config::process_env).await
+    }
+
+    pub async fn build_with_env(settings: Settings, env: Env<'_>) -> anyhow::Result<Application> {
+        let (registry, claims) =
+            build_parts(&settings, env).map_err(|e| anyhow::anyhow!("config: {e}"))?;
+        let store = Store::connect(&settings.database).await?;
+        store.migrate().await.context("applying migrations")?;
+        let metrics = Arc::new(Metrics::new(registry.iter().map(|c| c.id.as_str())));
+        let wake = Arc::new(Notify::new());
+        let writers = match store.backend() {
+            Backend::Sqlite => 1,
+            Backend::Postgres => settings.database.writers.max(1),
+        };
+        let (ingestor, writers) = Ingestor::start(
+            store.clone(),
+            writers,
+            settings.server.ingest_queue,
+            settings.server.ingest_batch,
+            Duration::from_millis(settings.server.ingest_timeout_ms),
+            wake.clone(),
+        );
+        let pipeline = Arc::new(Pipeline::new(
+            store.clone(),
+            registry.clone(),
+            claims.clone(),
+            settings.pipeline.clone(),
+            metrics.clone(),
+            wake,
+        ));
+        let listener = TcpListener::bind(settings.server.listen)
+            .await
+            .with_context(|| format!("binding server.listen {}", settings.server.listen))?;
+        let state = AppState {
+            store,
+            registry,
+            ingestor,
+            metrics,
+            claims,
+            max_body_bytes: settings.server.max_body_bytes,
+        };
+        Ok(Application {
+            listener,
+            state,
+            writers,
+            pipeline,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    pub fn store(&self) -> Store {
+        self.state.store.clone()
+    }
+
+    pub fn pipeline(&self) -> Arc<Pipeline> {
+        self.pipeline.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then finishes in-flight requests, commits what the
+    /// ingest writers hold, lets the pipeline finish its batch, and closes the store.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Application {
+            listener,
+            state,
+            writers,
+            pipeline,
+        } = self;
+        let store = state.store.clone();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let worker = tokio::spawn(pipeline.clone().run(stop_rx));
+        tracing::info!(addr = %listener.local_addr()?, backend = ?store.backend(), connectors = state.registry.len(), "switchboard listening");
+        let app = router(state);
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        // The router (and every Ingestor clone in it) is gone: the writers drain and stop.
+        writers.join().await;
+        let _ = stop_tx.send(true);
+        pipeline.wake.notify_one();
+        let _ = worker.await;
+        store.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutdown requested; finishing in-flight work");
+}

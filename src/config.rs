@@ -1,0 +1,327 @@
+//! Layered settings: the config file, then `SWITCHBOARD_<SECTION>__<KEY>` environment
+//! variables. Every error names the exact key that is wrong.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use switchboard_core::config::parse_table;
+use switchboard_core::ConfigError;
+
+pub const DEFAULT_CONFIG: &str = "config/switchboard.toml";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    #[serde(default)]
+    pub server: ServerSettings,
+    #[serde(default)]
+    pub database: DatabaseSettings,
+    #[serde(default)]
+    pub pipeline: PipelineSettings,
+    #[serde(default)]
+    pub identity: IdentitySettings,
+    #[serde(default)]
+    pub auth: AuthSettings,
+    #[serde(default)]
+    pub log: LogSettings,
+    /// Each connector's own table; validated by the registry, which knows every kind.
+    #[serde(default)]
+    pub connectors: Vec<toml::Value>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    /// Webhook bodies over this are refused with 413 before they are read in full.
+    pub max_body_bytes: usize,
+    /// How long a webhook waits for its raw event to be committed before answering 503.
+    pub ingest_timeout_ms: u64,
+    /// Requests waiting for a commit at once; past this, 503 so providers retry later.
+    pub ingest_queue: usize,
+    /// Events one group commit writes at most.
+    pub ingest_batch: usize,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 1024 * 1024,
+            ingest_timeout_ms: 5_000,
+            ingest_queue: 16_384,
+            ingest_batch: 512,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseSettings {
+    /// `sqlite://path/to/file.db` (embedded default) or `postgres://…`.
+    pub url: String,
+    pub max_connections: u32,
+    /// Concurrent group-commit writers on PostgreSQL (SQLite always has one).
+    pub writers: usize,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://data/switchboard.db".into(),
+            max_connections: 8,
+            writers: 4,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineSettings {
+    /// Jobs one pipeline transaction claims at most.
+    pub batch_size: usize,
+    /// Attempts before a job is parked as dead.
+    pub max_attempts: i32,
+    /// First retry delay; doubles per attempt (with jitter), capped at `max_backoff_ms`.
+    pub base_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+    /// A claimed job whose worker vanished is claimable again after this.
+    pub lease_secs: u64,
+    /// Poll interval when no wake-up arrives (jobs from other nodes or retries).
+    pub idle_poll_ms: u64,
+}
+
+impl Default for PipelineSettings {
+    fn default() -> Self {
+        Self {
+            batch_size: 500,
+            max_attempts: 8,
+            base_backoff_ms: 1_000,
+            max_backoff_ms: 300_000,
+            lease_secs: 60,
+            idle_poll_ms: 250,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentitySettings {
+    /// ISO 3166 region for phone numbers written without a country code.
+    pub default_region: String,
+    /// Values that never identify a person (lower-case; emails or E.164 phones).
+    pub blocklist: Vec<String>,
+}
+
+impl Default for IdentitySettings {
+    fn default() -> Self {
+        Self {
+            default_region: "US".into(),
+            blocklist: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    /// Mint an admin token at `serve` start and print it (development only).
+    pub print_dev_token: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `switchboard=debug,sqlx=warn`; `RUST_LOG` wins.
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Which config file: the flag, else `SWITCHBOARD_CONFIG`, else `config/switchboard.toml`.
+pub fn config_path(flag: Option<&Path>) -> PathBuf {
+    flag.map(Path::to_path_buf)
+        .or_else(|| std::env::var_os("SWITCHBOARD_CONFIG").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG))
+}
+
+/// Reads a config file and applies environment overrides.
+pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new("", format!("cannot read {}: {e}", path.display())))?;
+    let vars: Vec<(String, String)> = std::env::vars().collect();
+    from_str(&text, &vars)
+}
+
+/// Parses config text with the given environment overrides (for tests and `load`).
+pub fn from_str(text: &str, env: &[(String, String)]) -> Result<Settings, ConfigError> {
+    let mut value: toml::Value = toml::from_str(text).map_err(|e| {
+        let span = e
+            .span()
+            .map(|s| format!(" (at byte {})", s.start))
+            .unwrap_or_default();
+        ConfigError::new("", format!("not valid TOML{span}: {}", e.message()))
+    })?;
+    apply_env(&mut value, env)?;
+    let settings: Settings = parse_table("", value).map_err(|mut e| {
+        e.key = e.key.trim_start_matches('.').to_string();
+        e
+    })?;
+    settings.validate()?;
+    Ok(settings)
+}
+
+/// `SWITCHBOARD_DATABASE__URL=…` sets `database.url`. Values that parse as TOML scalars
+/// (numbers, booleans) take that type; anything else is a string.
+fn apply_env(value: &mut toml::Value, env: &[(String, String)]) -> Result<(), ConfigError> {
+    for (name, raw) in env {
+        let Some(rest) = name.strip_prefix("SWITCHBOARD_") else {
+            continue;
+        };
+        if !rest.contains("__") {
+            continue; // SWITCHBOARD_CONFIG and friends are not overrides
+        }
+        let path: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
+        if path.iter().any(|p| p.is_empty()) {
+            return Err(ConfigError::new(name.clone(), "empty path segment"));
+        }
+        let parsed = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .filter(|v| !matches!(v, toml::Value::Table(_) | toml::Value::Array(_)))
+            .unwrap_or_else(|| toml::Value::String(raw.clone()));
+        let mut cur = &mut *value;
+        for (i, seg) in path.iter().enumerate() {
+            let toml::Value::Table(t) = cur else {
+                return Err(ConfigError::new(
+                    path[..i].join("."),
+                    format!("{name} overrides a key inside a value that is not a table"),
+                ));
+            };
+            if i + 1 == path.len() {
+                t.insert(seg.clone(), parsed.clone());
+                break;
+            }
+            cur = t
+                .entry(seg.clone())
+                .or_insert_with(|| toml::Value::Table(Default::default()));
+        }
+    }
+    Ok(())
+}
+
+impl Settings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let url = &self.database.url;
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            return Err(ConfigError::new(
+                "database.url",
+                format!("`{url}` must start with sqlite: or postgres://"),
+            ));
+        }
+        if self.server.max_body_bytes == 0 {
+            return Err(ConfigError::new(
+                "server.max_body_bytes",
+                "must be greater than 0",
+            ));
+        }
+        if self.server.ingest_batch == 0 {
+            return Err(ConfigError::new(
+                "server.ingest_batch",
+                "must be greater than 0",
+            ));
+        }
+        if self.pipeline.batch_size == 0 || self.pipeline.batch_size > 5_000 {
+            return Err(ConfigError::new(
+                "pipeline.batch_size",
+                "must be between 1 and 5000",
+            ));
+        }
+        if self.pipeline.max_attempts < 1 {
+            return Err(ConfigError::new(
+                "pipeline.max_attempts",
+                "must be at least 1",
+            ));
+        }
+        if self.database.max_connections < 2 {
+            return Err(ConfigError::new(
+                "database.max_connections",
+                "must be at least 2",
+            ));
+        }
+        if crate::domain::parse_region(&self.identity.default_region).is_none() {
+            return Err(ConfigError::new(
+                "identity.default_region",
+                format!(
+                    "`{}` is not an ISO 3166 region code",
+                    self.identity.default_region
+                ),
+            ));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| ConfigError::new("log.level", e.to_string()))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn env_overrides_file_values_with_types() {
+        let s = from_str(
+            "[server]\nlisten = '127.0.0.1:1'\n[database]\nurl = 'sqlite://a.db'",
+            &env(&[
+                ("SWITCHBOARD_DATABASE__URL", "postgres://x@127.0.0.1/db"),
+                ("SWITCHBOARD_SERVER__MAX_BODY_BYTES", "2048"),
+                ("SWITCHBOARD_SERVER__LISTEN", "127.0.0.1:9999"),
+                ("SWITCHBOARD_CONFIG", "ignored.toml"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.database.url, "postgres://x@127.0.0.1/db");
+        assert_eq!(s.server.max_body_bytes, 2048);
+        assert_eq!(s.server.listen.port(), 9999);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = from_str("[server]\nlisten = 'nowhere'", &[]).unwrap_err();
+        assert_eq!(e.key, "server.listen");
+        let e = from_str("[server]\nlisen = '127.0.0.1:1'", &[]).unwrap_err();
+        assert!(e.to_string().contains("unknown field `lisen`"), "{e}");
+        let e = from_str("[database]\nurl = 'mysql://x'", &[]).unwrap_err();
+        assert_eq!(e.key, "database.url");
+        let e = from_str("[identity]\ndefault_region = 'XX'", &[]).unwrap_err();
+        assert_eq!(e.key, "identity.default_region");
+        let e = from_str("", &env(&[("SWITCHBOARD_PIPELINE__BATCH_SIZE", "lots")])).unwrap_err();
+        assert_eq!(e.key, "pipeline.batch_size");
+    }
+}

@@ -1,0 +1,38 @@
+//! HTTP: webhooks, the inbox API and operations endpoints.
+
+pub mod api;
+pub mod ops;
+pub mod problem;
+pub mod webhooks;
+
+use std::sync::Arc;
+
+use axum::routing::{any, get};
+use axum::Router;
+
+use crate::domain::ClaimNormalizer;
+use crate::ingest::Ingestor;
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+use crate::store::Store;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub registry: Registry,
+    pub ingestor: Ingestor,
+    pub metrics: Arc<Metrics>,
+    pub claims: ClaimNormalizer,
+    pub max_body_bytes: usize,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/webhooks/{connector_id}", any(webhooks::receive))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .nest("/api/v1", api::routes())
+        .fallback(ops::not_found)
+        .with_state(state)
+}

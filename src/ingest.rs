@@ -1,0 +1,141 @@
+//! Group commit for webhook ingest. Handlers hand their raw events to a writer task and wait;
+//! the writer takes everything that queued up while the previous commit ran and writes it
+//! in one transaction. Concurrent requests share one commit (one fsync), so throughput does
+//! not collapse to one fsync per request, and no handler is answered before its commit.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, Mutex, Notify};
+use tokio::task::JoinHandle;
+
+use crate::store::{InsertOutcome, NewRawEvent, Store};
+
+struct Pending {
+    events: Vec<NewRawEvent>,
+    reply: oneshot::Sender<Result<Vec<InsertOutcome>, ()>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum IngestError {
+    /// The store did not commit (down, or too slow): the provider should retry.
+    #[error("store unavailable")]
+    Unavailable,
+    /// Too many requests already wait for a commit.
+    #[error("ingest queue full")]
+    Overloaded,
+}
+
+#[derive(Clone)]
+pub struct Ingestor {
+    tx: mpsc::Sender<Pending>,
+    timeout: Duration,
+}
+
+pub struct IngestWriters {
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl IngestWriters {
+    /// Waits for the writers to finish what was queued (after every `Ingestor` is dropped).
+    pub async fn join(self) {
+        for h in self.handles {
+            let _ = h.await;
+        }
+    }
+}
+
+impl Ingestor {
+    /// Starts `writers` writer tasks (1 for SQLite, which has one writer anyway). `wake` is
+    /// notified after each commit so the pipeline starts at once.
+    pub fn start(
+        store: Store,
+        writers: usize,
+        queue: usize,
+        max_batch: usize,
+        timeout: Duration,
+        wake: Arc<Notify>,
+    ) -> (Ingestor, IngestWriters) {
+        let (tx, rx) = mpsc::channel::<Pending>(queue.max(1));
+        let rx = Arc::new(Mutex::new(rx));
+        let handles = (0..writers.max(1))
+            .map(|_| {
+                tokio::spawn(writer(
+                    store.clone(),
+                    rx.clone(),
+                    max_batch.max(1),
+                    wake.clone(),
+                ))
+            })
+            .collect();
+        (Ingestor { tx, timeout }, IngestWriters { handles })
+    }
+
+    /// Stores the events durably (one transaction) and returns one outcome per event.
+    pub async fn submit(
+        &self,
+        events: Vec<NewRawEvent>,
+    ) -> Result<Vec<InsertOutcome>, IngestError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .try_send(Pending { events, reply })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => IngestError::Overloaded,
+                mpsc::error::TrySendError::Closed(_) => IngestError::Unavailable,
+            })?;
+        match tokio::time::timeout(self.timeout, rx).await {
+            Ok(Ok(Ok(outcomes))) => Ok(outcomes),
+            _ => Err(IngestError::Unavailable),
+        }
+    }
+}
+
+async fn writer(
+    store: Store,
+    rx: Arc<Mutex<mpsc::Receiver<Pending>>>,
+    max_batch: usize,
+    wake: Arc<Notify>,
+) {
+    let mut batch: Vec<Pending> = Vec::new();
+    loop {
+        {
+            let mut rx = rx.lock().await;
+            match rx.recv().await {
+                Some(p) => batch.push(p),
+                None => return,
+            }
+            let mut n = batch[0].events.len();
+            while n < max_batch {
+                match rx.try_recv() {
+                    Ok(p) => {
+                        n += p.events.len();
+                        batch.push(p);
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        let sizes: Vec<usize> = batch.iter().map(|p| p.events.len()).collect();
+        let mut items = Vec::with_capacity(sizes.iter().sum());
+        let mut replies = Vec::with_capacity(batch.len());
+        for p in batch.drain(..) {
+            items.extend(p.events);
+            replies.push(p.reply);
+        }
+        match store.insert_raw_events(&items).await {
+            Ok(outcomes) => {
+                let mut it = outcomes.into_iter();
+                for (reply, n) in replies.into_iter().zip(sizes) {
+                    let _ = reply.send(Ok(it.by_ref().take(n).collect()));
+                }
+                wake.notify_one();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, events = items.len(), "ingest commit failed; answering 503");
+                for reply in replies {
+                    let _ = reply.send(Err(()));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! Counters per connector, rendered in the Prometheus text format at `/metrics`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+
+use crate::store::QueueStats;
+
+#[derive(Default)]
+pub struct ConnectorCounters {
+    pub accepted: AtomicU64,
+    pub duplicate: AtomicU64,
+    pub normalized: AtomicU64,
+    pub failed: AtomicU64,
+    pub dead: AtomicU64,
+    pub unsupported: AtomicU64,
+    /// reason → count; rejections are rare, so a lock is fine here.
+    rejected: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    per: HashMap<String, ConnectorCounters>,
+    pub unknown_connector: AtomicU64,
+    pub pipeline_batches: AtomicU64,
+    pub entries_written: AtomicU64,
+    pub merges: AtomicU64,
+}
+
+impl Metrics {
+    pub fn new<'a>(connector_ids: impl IntoIterator<Item = &'a str>) -> Metrics {
+        Metrics {
+            per: connector_ids
+                .into_iter()
+                .map(|id| (id.to_string(), ConnectorCounters::default()))
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    pub fn connector(&self, id: &str) -> Option<&ConnectorCounters> {
+        self.per.get(id)
+    }
+
+    pub fn reject(&self, id: &str, reason: &'static str) {
+        if let Some(c) = self.per.get(id) {
+            if let Ok(mut m) = c.rejected.lock() {
+                *m.entry(reason).or_default() += 1;
+            }
+        }
+    }
+
+    pub fn render(&self, q: &QueueStats) -> String {
+        let mut out = String::with_capacity(4096);
+        let mut ids: Vec<&String> = self.per.keys().collect();
+        ids.sort();
+        let _ = writeln!(
+            out,
+            "# HELP switchboard_ingest_total Webhook deliveries by connector and outcome."
+        );
+        let _ = writeln!(out, "# TYPE switchboard_ingest_total counter");
+        for id in &ids {
+            let c = &self.per[*id];
+            let _ = writeln!(
+                out,
+                "switchboard_ingest_total{{connector=\"{id}\",outcome=\"accepted\"}} {}",
+                c.accepted.load(Relaxed)
+            );
+            let _ = writeln!(
+                out,
+                "switchboard_ingest_total{{connector=\"{id}\",outcome=\"duplicate\"}} {}",
+                c.duplicate.load(Relaxed)
+            );
+            if let Ok(m) = c.rejected.lock() {
+                for (reason, n) in m.iter() {
+                    let _ = writeln!(out, "switchboard_ingest_total{{connector=\"{id}\",outcome=\"rejected\",reason=\"{reason}\"}} {n}");
+                }
+            }
+        }
+        let _ = writeln!(out, "# HELP switchboard_ingest_unknown_connector_total Deliveries to a connector id that is not configured.");
+        let _ = writeln!(
+            out,
+            "# TYPE switchboard_ingest_unknown_connector_total counter"
+        );
+        let _ = writeln!(
+            out,
+            "switchboard_ingest_unknown_connector_total {}",
+            self.unknown_connector.load(Relaxed)
+        );
+        for (name, help, f) in [
+            (
+                "normalized",
+                "Raw events normalised onto the timeline.",
+                (|c: &ConnectorCounters| c.normalized.load(Relaxed))
+                    as fn(&ConnectorCounters) -> u64,
+            ),
+            (
+                "normalize_failed",
+                "Normalise attempts that failed (retried).",
+                |c| c.failed.load(Relaxed),
+            ),
+            ("normalize_dead", "Normalise jobs parked as dead.", |c| {
+                c.dead.load(Relaxed)
+            }),
+            (
+                "unsupported",
+                "Events kept as unsupported timeline entries.",
+                |c| c.unsupported.load(Relaxed),
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP switchboard_{name}_total {help}");
+            let _ = writeln!(out, "# TYPE switchboard_{name}_total counter");
+            for id in &ids {
+                let _ = writeln!(
+                    out,
+                    "switchboard_{name}_total{{connector=\"{id}\"}} {}",
+                    f(&self.per[*id])
+                );
+            }
+        }
+        let _ = writeln!(out, "# HELP switchboard_timeline_entries_written_total Timeline entries written by the pipeline.");
+        let _ = writeln!(
+            out,
+            "# TYPE switchboard_timeline_entries_written_total counter"
+        );
+        let _ = writeln!(
+            out,
+            "switchboard_timeline_entries_written_total {}",
+            self.entries_written.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP switchboard_customer_merges_total Automatic customer merges."
+        );
+        let _ = writeln!(out, "# TYPE switchboard_customer_merges_total counter");
+        let _ = writeln!(
+            out,
+            "switchboard_customer_merges_total {}",
+            self.merges.load(Relaxed)
+        );
+        let _ = writeln!(out, "# HELP switchboard_jobs Jobs by state.");
+        let _ = writeln!(out, "# TYPE switchboard_jobs gauge");
+        let _ = writeln!(out, "switchboard_jobs{{state=\"queued\"}} {}", q.queued);
+        let _ = writeln!(out, "switchboard_jobs{{state=\"running\"}} {}", q.running);
+        let _ = writeln!(out, "switchboard_jobs{{state=\"dead\"}} {}", q.dead);
+        let _ = writeln!(
+            out,
+            "# HELP switchboard_job_lag_seconds Age of the oldest queued job."
+        );
+        let _ = writeln!(out, "# TYPE switchboard_job_lag_seconds gauge");
+        let _ = writeln!(
+            out,
+            "switchboard_job_lag_seconds {:.3}",
+            q.oldest_queued_ms as f64 / 1000.0
+        );
+        out
+    }
+}

@@ -1,0 +1,252 @@
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::sync::{watch, Notify};
+
+use crate::config::PipelineSettings;
+use crate::domain::ClaimNormalizer;
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+use crate::store::{now_ms, ClaimedJob, PreparedEvent, Store};
+use switchboard_core::EventBody;
+
+#[derive(Debug, Default)]
+pub struct PipelineStats {
+    pub jobs_done: AtomicU64,
+    pub entries: AtomicU64,
+}
+
+pub struct Pipeline {
+    store: Store,
+    registry: Registry,
+    claims: ClaimNormalizer,
+    cfg: PipelineSettings,
+    metrics: Arc<Metrics>,
+    pub wake: Arc<Notify>,
+    pub stats: PipelineStats,
+}
+
+impl Pipeline {
+    pub fn new(
+        store: Store,
+        registry: Registry,
+        claims: ClaimNormalizer,
+        cfg: PipelineSettings,
+        metrics: Arc<Metrics>,
+        wake: Arc<Notify>,
+    ) -> Pipeline {
+        Pipeline {
+            store,
+            registry,
+            claims,
+            cfg,
+            metrics,
+            wake,
+            stats: PipelineStats::default(),
+        }
+    }
+
+    /// Runs until `shutdown` turns true; the batch in hand is finished first.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let idle = Duration::from_millis(self.cfg.idle_poll_ms.max(10));
+        let sweep_every = Duration::from_secs((self.cfg.lease_secs / 2).max(1));
+        let mut last_sweep = tokio::time::Instant::now() - sweep_every;
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            if last_sweep.elapsed() >= sweep_every {
+                last_sweep = tokio::time::Instant::now();
+                match self.store.requeue_expired(now_ms()).await {
+                    Ok(n) if n > 0 => tracing::warn!(jobs = n, "requeued jobs whose lease expired"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "lease sweep failed"),
+                }
+            }
+            match self.run_once().await {
+                Ok(n) if n > 0 => continue,
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "pipeline batch failed; will retry"),
+            }
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(idle) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    /// Processes batches until no job is ready. Returns how many jobs were handled.
+    pub async fn drain(&self) -> anyhow::Result<usize> {
+        let mut total = 0;
+        loop {
+            let n = self.run_once().await?;
+            if n == 0 {
+                return Ok(total);
+            }
+            total += n;
+        }
+    }
+
+    /// Claims one batch and processes it. Returns how many jobs were claimed.
+    pub async fn run_once(&self) -> anyhow::Result<usize> {
+        let now = now_ms();
+        let jobs = self
+            .store
+            .claim_jobs(self.cfg.batch_size, now, self.cfg.lease_secs as i64 * 1000)
+            .await?;
+        if jobs.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<i64> = jobs.iter().map(|j| j.raw_event_id).collect();
+        let raws: HashMap<i64, _> = self
+            .store
+            .load_raw_events(&ids)
+            .await?
+            .into_iter()
+            .map(|r| (r.id, r))
+            .collect();
+
+        let mut prepared = Vec::with_capacity(jobs.len());
+        for job in &jobs {
+            let Some(raw) = raws.get(&job.raw_event_id) else {
+                self.fail(job, "", "raw event not found").await;
+                continue;
+            };
+            let Some(inst) = self.registry.get(&raw.connector_id) else {
+                self.fail(
+                    job,
+                    &raw.connector_id,
+                    &format!("connector `{}` is not configured", raw.connector_id),
+                )
+                .await;
+                continue;
+            };
+            // A normaliser must not panic, but one that does must not take the worker down.
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                inst.connector.normalizer().normalize(raw)
+            }));
+            match result {
+                Ok(Ok(mut items)) => {
+                    for item in items.iter_mut() {
+                        item.claims = item
+                            .claims
+                            .iter()
+                            .filter_map(|c| self.claims.normalize(c))
+                            .collect();
+                        if matches!(item.body, EventBody::Unsupported { .. }) {
+                            if let Some(c) = self.metrics.connector(&raw.connector_id) {
+                                c.unsupported.fetch_add(1, Relaxed);
+                            }
+                        }
+                    }
+                    prepared.push(PreparedEvent {
+                        job_id: job.id,
+                        raw_event_id: raw.id,
+                        connector_id: raw.connector_id.clone(),
+                        items,
+                    });
+                }
+                Ok(Err(e)) => {
+                    self.fail(job, &raw.connector_id, &format!("normalize: {e}"))
+                        .await
+                }
+                Err(_) => {
+                    self.fail(job, &raw.connector_id, "normalize: the normaliser panicked")
+                        .await
+                }
+            }
+        }
+
+        match self.store.apply_batch(&prepared).await {
+            Ok(stats) => self.record(&prepared, stats),
+            Err(e) if prepared.len() > 1 => {
+                // Find the event that breaks the batch: apply one by one, fail only it.
+                tracing::warn!(error = %e, jobs = prepared.len(), "batch failed; applying one by one");
+                for p in &prepared {
+                    let one = std::slice::from_ref(p);
+                    match self.store.apply_batch(one).await {
+                        Ok(stats) => self.record(one, stats),
+                        Err(e) => {
+                            if let Some(job) = jobs.iter().find(|j| j.id == p.job_id) {
+                                self.fail(job, &p.connector_id, &format!("apply: {e}"))
+                                    .await;
+                            }
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                for p in &prepared {
+                    if let Some(job) = jobs.iter().find(|j| j.id == p.job_id) {
+                        self.fail(job, &p.connector_id, &format!("apply: {e}"))
+                            .await;
+                    }
+                }
+            }
+        }
+        Ok(jobs.len())
+    }
+
+    fn record(&self, done: &[PreparedEvent], stats: crate::store::ApplyStats) {
+        for p in done {
+            if let Some(c) = self.metrics.connector(&p.connector_id) {
+                c.normalized.fetch_add(1, Relaxed);
+            }
+        }
+        self.metrics.pipeline_batches.fetch_add(1, Relaxed);
+        self.metrics
+            .entries_written
+            .fetch_add(stats.entries as u64, Relaxed);
+        self.metrics.merges.fetch_add(stats.merges as u64, Relaxed);
+        self.stats.jobs_done.fetch_add(done.len() as u64, Relaxed);
+        self.stats.entries.fetch_add(stats.entries as u64, Relaxed);
+    }
+
+    /// Retries with exponential backoff and jitter, or parks the job as dead.
+    async fn fail(&self, job: &ClaimedJob, connector_id: &str, error: &str) {
+        let dead = job.attempts >= self.cfg.max_attempts as i64;
+        let retry_at = (!dead).then(|| now_ms() + self.backoff_ms(job.attempts) as i64);
+        if let Some(c) = self.metrics.connector(connector_id) {
+            c.failed.fetch_add(1, Relaxed);
+            if dead {
+                c.dead.fetch_add(1, Relaxed);
+            }
+        }
+        if dead {
+            tracing::error!(
+                job_id = job.id,
+                connector_id,
+                attempts = job.attempts,
+                error,
+                "job parked as dead"
+            );
+        } else {
+            tracing::warn!(
+                job_id = job.id,
+                connector_id,
+                attempts = job.attempts,
+                error,
+                "job failed; will retry"
+            );
+        }
+        if let Err(e) = self.store.fail_job(job.id, error, retry_at).await {
+            // The lease expires and the job is claimed again: nothing is lost.
+            tracing::warn!(job_id = job.id, error = %e, "could not record job failure");
+        }
+    }
+
+    fn backoff_ms(&self, attempts: i64) -> u64 {
+        let exp = attempts.saturating_sub(1).clamp(0, 30) as u32;
+        let base = self
+            .cfg
+            .base_backoff_ms
+            .saturating_mul(1u64 << exp)
+            .min(self.cfg.max_backoff_ms);
+        let jitter = rand::thread_rng().gen_range(0.8..1.2);
+        (base as f64 * jitter) as u64
+    }
+}

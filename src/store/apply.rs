@@ -1,0 +1,314 @@
+//! The pipeline's write: one transaction per batch that resolves identity, upserts
+//! conversations, writes timeline entries and marks the jobs done.
+
+use std::collections::{HashMap, HashSet};
+
+use sqlx::{QueryBuilder, Row};
+use switchboard_core::NormalizedEvent;
+
+use super::{begin_write, now_ms, with_pool, Pools, Store, CHUNK};
+use crate::pipeline::identity::{self, conversation_key, identity_key, EventClaims, Known};
+
+/// One job's normalised output, claims already in matching form.
+#[derive(Debug, Clone)]
+pub struct PreparedEvent {
+    pub job_id: i64,
+    pub raw_event_id: i64,
+    pub connector_id: String,
+    pub items: Vec<NormalizedEvent>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApplyStats {
+    pub entries: usize,
+    pub new_customers: usize,
+    pub merges: usize,
+    pub conversations: usize,
+}
+
+/// One conversation touched by the batch, with its latest message time.
+struct ConvTouch {
+    id: String,
+    connector_id: String,
+    channel: String,
+    thread_key: String,
+    customer_id: String,
+    last_message_at: i64,
+}
+
+impl Store {
+    /// Applies a batch in one transaction. Idempotent: re-applying the same raw events (a
+    /// replay, or a retry after a crash before the jobs were marked) rewrites the same
+    /// timeline entries instead of adding new ones.
+    pub async fn apply_batch(&self, events: &[PreparedEvent]) -> anyhow::Result<ApplyStats> {
+        let now = now_ms();
+        // Flatten: one identity input per normalised item, in arrival order.
+        let mut flat: Vec<(&PreparedEvent, usize, &NormalizedEvent)> = Vec::new();
+        for ev in events {
+            for (i, item) in ev.items.iter().enumerate() {
+                flat.push((ev, i, item));
+            }
+        }
+        let inputs: Vec<EventClaims> = flat
+            .iter()
+            .map(|(ev, _, item)| EventClaims {
+                connector_id: ev.connector_id.clone(),
+                raw_event_id: ev.raw_event_id,
+                claims: item.claims.clone(),
+                conversation_key: item
+                    .thread_key
+                    .as_ref()
+                    .map(|t| conversation_key(&ev.connector_id, t)),
+                occurred_at: item.occurred_at,
+            })
+            .collect();
+        let ident_keys: Vec<String> = {
+            let mut s: HashSet<String> = HashSet::new();
+            for i in &inputs {
+                for c in i.claims.iter().filter(|c| c.kind.is_strong()) {
+                    s.insert(identity_key(c));
+                }
+            }
+            s.into_iter().collect()
+        };
+        let conv_keys: Vec<String> = {
+            let s: HashSet<String> = inputs
+                .iter()
+                .filter_map(|i| i.conversation_key.clone())
+                .collect();
+            s.into_iter().collect()
+        };
+
+        let mut stats = ApplyStats::default();
+        with_pool!(self, write, |pool, pg| {
+            let mut tx = begin_write!(pool, pg)?;
+            if pg {
+                // Identity resolution reads then writes; one pipeline transaction at a time
+                // across all nodes keeps two batches from creating the same person twice.
+                sqlx::query("SELECT pg_advisory_xact_lock(7270002)")
+                    .execute(&mut *tx)
+                    .await?;
+            }
+
+            let mut known = Known::default();
+            let mut conv_ids: HashMap<String, String> = HashMap::new();
+            for chunk in ident_keys.chunks(CHUNK) {
+                let mut qb = QueryBuilder::new(
+                    "SELECT i.ident_key, k.id, k.display_name FROM identities i \
+                     JOIN customers c ON c.id = i.customer_id JOIN customers k ON k.id = c.canonical_id \
+                     WHERE i.ident_key IN (",
+                );
+                let mut sep = qb.separated(", ");
+                for k in chunk {
+                    sep.push_bind(k.as_str());
+                }
+                qb.push(")");
+                for r in qb.build().fetch_all(&mut *tx).await? {
+                    let customer: String = r.try_get(1)?;
+                    let name: Option<String> = r.try_get(2)?;
+                    if name.is_some() {
+                        known.named.insert(customer.clone());
+                    }
+                    known.identities.insert(r.try_get(0)?, customer);
+                }
+            }
+            for chunk in conv_keys.chunks(CHUNK) {
+                let mut qb = QueryBuilder::new(
+                    "SELECT v.conv_key, v.id, k.id, k.display_name FROM conversations v \
+                     JOIN customers c ON c.id = v.customer_id JOIN customers k ON k.id = c.canonical_id \
+                     WHERE v.conv_key IN (",
+                );
+                let mut sep = qb.separated(", ");
+                for k in chunk {
+                    sep.push_bind(k.as_str());
+                }
+                qb.push(")");
+                for r in qb.build().fetch_all(&mut *tx).await? {
+                    let key: String = r.try_get(0)?;
+                    let customer: String = r.try_get(2)?;
+                    let name: Option<String> = r.try_get(3)?;
+                    if name.is_some() {
+                        known.named.insert(customer.clone());
+                    }
+                    conv_ids.insert(key.clone(), r.try_get(1)?);
+                    known.conversations.insert(key, customer);
+                }
+            }
+
+            let plan = identity::plan(&inputs, &mut known, || uuid::Uuid::now_v7().to_string());
+            stats.new_customers = plan.new_customers.len();
+            stats.merges = plan.merges.len();
+
+            for chunk in plan.new_customers.chunks(CHUNK) {
+                let mut qb = QueryBuilder::new(
+                    "INSERT INTO customers (id, canonical_id, display_name, created_at, updated_at) ",
+                );
+                qb.push_values(chunk, |mut b, c| {
+                    b.push_bind(c.id.as_str())
+                        .push_bind(c.id.as_str())
+                        .push_bind(c.display_name.as_deref())
+                        .push_bind(now)
+                        .push_bind(now);
+                });
+                qb.build().execute(&mut *tx).await?;
+            }
+            for chunk in plan.new_identities.chunks(CHUNK) {
+                let mut qb = QueryBuilder::new(
+                    "INSERT INTO identities (ident_key, customer_id, kind, scope, value, connector_id, raw_event_id, first_seen, last_seen) ",
+                );
+                qb.push_values(chunk, |mut b, i| {
+                    b.push_bind(i.key.as_str())
+                        .push_bind(i.customer_id.as_str())
+                        .push_bind(i.claim.kind.as_str())
+                        .push_bind(i.claim.scope.as_str())
+                        .push_bind(i.claim.value.as_str())
+                        .push_bind(i.connector_id.as_str())
+                        .push_bind(i.raw_event_id)
+                        .push_bind(i.seen_at)
+                        .push_bind(i.seen_at);
+                });
+                qb.push(" ON CONFLICT (ident_key) DO NOTHING");
+                qb.build().execute(&mut *tx).await?;
+            }
+            for m in &plan.merges {
+                sqlx::query("UPDATE customers SET canonical_id = $1, updated_at = $2 WHERE canonical_id = $3")
+                    .bind(&m.survivor_id)
+                    .bind(now)
+                    .bind(&m.merged_id)
+                    .execute(&mut *tx)
+                    .await?;
+                let evidence = serde_json::json!({ "identities": m.evidence.iter().map(|k| k.replace('\u{1f}', ":")).collect::<Vec<_>>() });
+                sqlx::query(
+                    "INSERT INTO customer_merges (id, survivor_id, merged_id, actor, reason, evidence, raw_event_id, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind(uuid::Uuid::now_v7().to_string())
+                .bind(&m.survivor_id)
+                .bind(&m.merged_id)
+                .bind("pipeline")
+                .bind("an event carried identifiers of both customers")
+                .bind(evidence.to_string())
+                .bind(m.raw_event_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            for (customer, name) in &plan.names {
+                sqlx::query("UPDATE customers SET display_name = $1, updated_at = $2 WHERE id = $3 AND display_name IS NULL")
+                    .bind(name)
+                    .bind(now)
+                    .bind(customer)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+
+            // Conversations: one upsert row per key, carrying the batch's latest message time.
+            let mut touched: HashMap<String, ConvTouch> = HashMap::new();
+            for ((ev, _, item), (input, customer)) in
+                flat.iter().zip(inputs.iter().zip(&plan.customers))
+            {
+                let (Some(key), Some(thread)) = (&input.conversation_key, &item.thread_key) else {
+                    continue;
+                };
+                let t = touched.entry(key.clone()).or_insert_with(|| ConvTouch {
+                    id: conv_ids
+                        .get(key)
+                        .cloned()
+                        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
+                    connector_id: ev.connector_id.clone(),
+                    channel: item.channel.clone(),
+                    thread_key: thread.clone(),
+                    customer_id: customer.clone(),
+                    last_message_at: item.occurred_at,
+                });
+                t.last_message_at = t.last_message_at.max(item.occurred_at);
+            }
+            stats.conversations = touched.len();
+            let touched: Vec<(&String, &ConvTouch)> = touched.iter().collect();
+            for chunk in touched.chunks(CHUNK) {
+                let mut qb = QueryBuilder::new(
+                    "INSERT INTO conversations (id, conv_key, connector_id, channel, thread_key, customer_id, status, last_message_at, created_at, updated_at) ",
+                );
+                qb.push_values(chunk, |mut b, (key, t)| {
+                    b.push_bind(t.id.as_str())
+                        .push_bind(key.as_str())
+                        .push_bind(t.connector_id.as_str())
+                        .push_bind(t.channel.as_str())
+                        .push_bind(t.thread_key.as_str())
+                        .push_bind(t.customer_id.as_str())
+                        .push_bind("open")
+                        .push_bind(t.last_message_at)
+                        .push_bind(now)
+                        .push_bind(now);
+                });
+                qb.push(
+                    " ON CONFLICT (conv_key) DO UPDATE SET last_message_at = CASE \
+                     WHEN excluded.last_message_at > conversations.last_message_at THEN excluded.last_message_at \
+                     ELSE conversations.last_message_at END, updated_at = excluded.updated_at",
+                );
+                qb.build().execute(&mut *tx).await?;
+            }
+            let conv_id_of: HashMap<&str, &str> = touched
+                .iter()
+                .map(|(k, t)| (k.as_str(), t.id.as_str()))
+                .collect();
+
+            let rows: Vec<(usize, String, Option<&str>)> = flat
+                .iter()
+                .enumerate()
+                .map(|(n, _)| {
+                    let conv = inputs[n]
+                        .conversation_key
+                        .as_deref()
+                        .and_then(|k| conv_id_of.get(k).copied());
+                    (n, plan.customers[n].clone(), conv)
+                })
+                .collect();
+            stats.entries = rows.len();
+            for chunk in rows.chunks(CHUNK) {
+                let mut qb = QueryBuilder::new(
+                    "INSERT INTO timeline_entries (raw_event_id, item_index, customer_id, conversation_id, connector_id, channel, kind, direction, occurred_at, body, created_at) ",
+                );
+                qb.push_values(chunk, |mut b, (n, customer, conv)| {
+                    let (ev, idx, item) = flat[*n];
+                    b.push_bind(ev.raw_event_id)
+                        .push_bind(idx as i64)
+                        .push_bind(customer.clone())
+                        .push_bind(*conv)
+                        .push_bind(ev.connector_id.as_str())
+                        .push_bind(item.channel.as_str())
+                        .push_bind(item.body.kind())
+                        .push_bind(item.direction.as_str())
+                        .push_bind(item.occurred_at)
+                        .push_bind(
+                            serde_json::to_string(&item.body).unwrap_or_else(|_| "{}".into()),
+                        )
+                        .push_bind(now);
+                });
+                qb.push(
+                    " ON CONFLICT (raw_event_id, item_index) DO UPDATE SET kind = excluded.kind, \
+                     direction = excluded.direction, channel = excluded.channel, \
+                     occurred_at = excluded.occurred_at, body = excluded.body",
+                );
+                qb.build().execute(&mut *tx).await?;
+            }
+
+            let job_ids: Vec<i64> = events.iter().map(|e| e.job_id).collect();
+            for chunk in job_ids.chunks(CHUNK) {
+                let mut qb = QueryBuilder::new(
+                    "UPDATE jobs SET state = 'done', locked_until = NULL, finished_at = ",
+                );
+                qb.push_bind(now);
+                qb.push(" WHERE id IN (");
+                let mut sep = qb.separated(", ");
+                for id in chunk {
+                    sep.push_bind(*id);
+                }
+                qb.push(")");
+                qb.build().execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(stats)
+    }
+}

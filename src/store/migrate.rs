@@ -1,0 +1,67 @@
+//! Embedded migrations, one folder per backend, applied in order and recorded in
+//! `schema_migrations`. Applied by `switchboard migrate` and at `serve` start.
+
+use sqlx::Row;
+
+use super::{begin_write, now_ms, with_pool, Pools, Store};
+
+struct Migration {
+    version: i64,
+    name: &'static str,
+    sqlite: &'static str,
+    postgres: &'static str,
+}
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "spine",
+    sqlite: include_str!("../../migrations/sqlite/0001_spine.sql"),
+    postgres: include_str!("../../migrations/postgres/0001_spine.sql"),
+}];
+
+impl Store {
+    /// Applies every migration not yet applied; returns the versions applied now.
+    pub async fn migrate(&self) -> anyhow::Result<Vec<i64>> {
+        let mut applied_now = Vec::new();
+        with_pool!(self, write, |pool, pg| {
+            let mut tx = begin_write!(pool, pg)?;
+            if pg {
+                // Several nodes starting at once: one migrates, the others wait and see it done.
+                sqlx::query("SELECT pg_advisory_xact_lock(7270001)")
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::query(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+            )
+            .execute(&mut *tx)
+            .await?;
+            let done: Vec<i64> = sqlx::query("SELECT version FROM schema_migrations")
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|r| r.try_get::<i64, _>(0))
+                .collect::<Result<_, _>>()?;
+            for m in MIGRATIONS {
+                if done.contains(&m.version) {
+                    continue;
+                }
+                let sql = if pg { m.postgres } else { m.sqlite };
+                sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(|e| {
+                    anyhow::anyhow!("migration {} ({}) failed: {e}", m.version, m.name)
+                })?;
+                sqlx::query(
+                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+                )
+                .bind(m.version)
+                .bind(m.name)
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await?;
+                applied_now.push(m.version);
+            }
+            tx.commit().await?;
+        });
+        Ok(applied_now)
+    }
+}

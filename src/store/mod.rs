@@ -1,0 +1,490 @@
+//! Storage: one `Store` over two backends, SQLite (embedded default) and PostgreSQL, chosen
+//! by the scheme of `database.url`. Both run the same logical schema and the same SQL where
+//! the dialects agree; the few places they differ say so. Every behaviour is covered by the
+//! conformance suite in `tests/store_conformance.rs`, run on both.
+//!
+//! Runtime queries only (`sqlx::query`), since compile-time macros cannot serve two backends.
+//! Hot paths use one multi-row statement per batch: sqlx's SQLite driver pays a worker-thread
+//! round trip per statement.
+
+mod apply;
+mod migrate;
+pub mod model;
+mod read;
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row};
+use switchboard_core::StoredEvent;
+
+pub use apply::{ApplyStats, PreparedEvent};
+pub use model::*;
+pub use read::{ConversationFilter, CustomerQuery};
+
+use crate::config::DatabaseSettings;
+
+/// Rows per multi-row statement, well under both backends' bind-parameter limits.
+const CHUNK: usize = 1000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone, Debug)]
+enum Pools {
+    /// One writer connection (SQLite has one writer anyway; in-process queueing beats
+    /// SQLITE_BUSY), and a reader pool for the API (WAL lets reads run beside the writer).
+    Sqlite {
+        write: SqlitePool,
+        read: SqlitePool,
+    },
+    Postgres(PgPool),
+}
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    pools: Pools,
+}
+
+/// Runs `$body` with `$pool` bound to the backend's pool (`write` or `read` side) and `$pg`
+/// telling the body which dialect it speaks. The body is compiled once per backend.
+macro_rules! with_pool {
+    ($store:expr, $side:ident, |$pool:ident, $pg:ident| $body:expr) => {
+        match &$store.pools {
+            Pools::Sqlite { $side: $pool, .. } => {
+                #[allow(unused_variables)]
+                let $pg = false;
+                $body
+            }
+            Pools::Postgres($pool) => {
+                #[allow(unused_variables)]
+                let $pg = true;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use with_pool;
+
+/// Begins a write transaction: `BEGIN IMMEDIATE` on SQLite so that a transaction that reads
+/// first never fails to upgrade to a writer.
+macro_rules! begin_write {
+    ($pool:expr, $pg:expr) => {
+        if $pg {
+            $pool.begin().await
+        } else {
+            $pool.begin_with("BEGIN IMMEDIATE").await
+        }
+    };
+}
+pub(crate) use begin_write;
+
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl Store {
+    /// Connects (creating the SQLite file and its folder if needed). Does not migrate.
+    pub async fn connect(db: &DatabaseSettings) -> anyhow::Result<Store> {
+        let url = db.url.as_str();
+        if url.starts_with("sqlite:") {
+            let path = url
+                .trim_start_matches("sqlite://")
+                .trim_start_matches("sqlite:");
+            let path = path.split('?').next().unwrap_or(path);
+            if path != ":memory:" {
+                if let Some(parent) = std::path::Path::new(path).parent() {
+                    if !parent.as_os_str().is_empty() {
+                        std::fs::create_dir_all(parent)
+                            .with_context(|| format!("creating {}", parent.display()))?;
+                    }
+                }
+            }
+            let opts = SqliteConnectOptions::from_str(url)
+                .context("database.url")?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                // FULL: a commit is on disk before the webhook is acknowledged.
+                .synchronous(SqliteSynchronous::Full)
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(true)
+                .pragma("cache_size", "-32768");
+            let write = SqlitePoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(opts.clone())
+                .await
+                .with_context(|| format!("opening {url}"))?;
+            let read = SqlitePoolOptions::new()
+                .max_connections(db.max_connections.max(2))
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(opts.read_only(false))
+                .await?;
+            Ok(Store {
+                pools: Pools::Sqlite { write, read },
+            })
+        } else {
+            let opts = PgConnectOptions::from_str(url).context("database.url")?;
+            let pool = PgPoolOptions::new()
+                .max_connections(db.max_connections)
+                .acquire_timeout(Duration::from_secs(5))
+                .connect_with(opts)
+                .await
+                .context("connecting to PostgreSQL")?;
+            Ok(Store {
+                pools: Pools::Postgres(pool),
+            })
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self.pools {
+            Pools::Sqlite { .. } => Backend::Sqlite,
+            Pools::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    pub async fn close(&self) {
+        match &self.pools {
+            Pools::Sqlite { write, read } => {
+                read.close().await;
+                write.close().await;
+            }
+            Pools::Postgres(p) => p.close().await,
+        }
+    }
+
+    /// For `/readyz`: the database answers.
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        with_pool!(self, read, |pool, pg| {
+            sqlx::query("SELECT 1").execute(pool).await?;
+        });
+        Ok(())
+    }
+
+    /// Group commit: inserts raw events and their normalise jobs in one transaction.
+    /// Returns one outcome per input, in order; a repeated (connector, event id) — in the
+    /// store or earlier in the same batch — is a duplicate.
+    pub async fn insert_raw_events(
+        &self,
+        items: &[NewRawEvent],
+    ) -> anyhow::Result<Vec<InsertOutcome>> {
+        let mut first: HashMap<(&str, &str), usize> = HashMap::with_capacity(items.len());
+        let mut unique = Vec::with_capacity(items.len());
+        for (i, it) in items.iter().enumerate() {
+            if first
+                .insert((&it.connector_id, &it.provider_event_id), i)
+                .is_none()
+            {
+                unique.push(i);
+            }
+        }
+        let now = now_ms();
+        let mut inserted: HashMap<usize, i64> = HashMap::with_capacity(unique.len());
+        with_pool!(self, write, |pool, pg| {
+            let mut tx = begin_write!(pool, pg)?;
+            for chunk in unique.chunks(CHUNK) {
+                let mut qb = QueryBuilder::new(
+                    "INSERT INTO raw_events (connector_id, provider_event_id, kind, occurred_at, received_at, headers, payload) ",
+                );
+                qb.push_values(chunk, |mut b, &i| {
+                    let it = &items[i];
+                    b.push_bind(it.connector_id.as_str())
+                        .push_bind(it.provider_event_id.as_str())
+                        .push_bind(it.kind.as_str())
+                        .push_bind(it.occurred_at)
+                        .push_bind(it.received_at)
+                        .push_bind(it.headers.as_str())
+                        .push_bind(&it.payload[..]);
+                });
+                qb.push(" ON CONFLICT (connector_id, provider_event_id) DO NOTHING RETURNING id, connector_id, provider_event_id");
+                for row in qb.build().fetch_all(&mut *tx).await? {
+                    let id: i64 = row.try_get(0)?;
+                    let c: String = row.try_get(1)?;
+                    let p: String = row.try_get(2)?;
+                    if let Some(&i) = first.get(&(c.as_str(), p.as_str())) {
+                        inserted.insert(i, id);
+                    }
+                }
+            }
+            let ids: Vec<i64> = unique
+                .iter()
+                .filter_map(|i| inserted.get(i).copied())
+                .collect();
+            for chunk in ids.chunks(CHUNK) {
+                let mut qb = QueryBuilder::new(
+                    "INSERT INTO jobs (kind, raw_event_id, state, attempts, run_at, created_at) ",
+                );
+                qb.push_values(chunk, |mut b, id| {
+                    b.push_bind("normalize")
+                        .push_bind(*id)
+                        .push_bind("queued")
+                        .push_bind(0_i64)
+                        .push_bind(now)
+                        .push_bind(now);
+                });
+                qb.build().execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+        });
+        Ok((0..items.len())
+            .map(|i| match inserted.get(&i) {
+                Some(id) => InsertOutcome::Accepted(*id),
+                None => InsertOutcome::Duplicate,
+            })
+            .collect())
+    }
+
+    /// Jobs whose worker vanished (lease expired) become claimable again.
+    pub async fn requeue_expired(&self, now: i64) -> anyhow::Result<u64> {
+        with_pool!(self, write, |pool, pg| {
+            let r = sqlx::query(
+                "UPDATE jobs SET state = 'queued', locked_until = NULL WHERE state = 'running' AND locked_until < $1",
+            )
+            .bind(now)
+            .execute(pool)
+            .await?;
+            Ok(r.rows_affected())
+        })
+    }
+
+    /// Claims up to `limit` ready jobs for `lease_ms`, oldest first.
+    pub async fn claim_jobs(
+        &self,
+        limit: usize,
+        now: i64,
+        lease_ms: i64,
+    ) -> anyhow::Result<Vec<ClaimedJob>> {
+        let mut jobs = with_pool!(self, write, |pool, pg| {
+            let sql = if pg {
+                "UPDATE jobs SET state = 'running', attempts = attempts + 1, locked_until = $1 \
+                 WHERE id IN (SELECT id FROM jobs WHERE state = 'queued' AND run_at <= $2 \
+                 ORDER BY run_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) \
+                 RETURNING id, raw_event_id, attempts"
+            } else {
+                "UPDATE jobs SET state = 'running', attempts = attempts + 1, locked_until = $1 \
+                 WHERE id IN (SELECT id FROM jobs WHERE state = 'queued' AND run_at <= $2 \
+                 ORDER BY run_at, id LIMIT $3) \
+                 RETURNING id, raw_event_id, attempts"
+            };
+            let rows = sqlx::query(sql)
+                .bind(now + lease_ms)
+                .bind(now)
+                .bind(limit as i64)
+                .fetch_all(pool)
+                .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(ClaimedJob {
+                        id: r.try_get(0)?,
+                        raw_event_id: r.try_get(1)?,
+                        attempts: r.try_get(2)?,
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()?
+        });
+        jobs.sort_by_key(|j| j.id);
+        Ok(jobs)
+    }
+
+    /// The stored raw events with these ids (any order).
+    pub async fn load_raw_events(&self, ids: &[i64]) -> anyhow::Result<Vec<StoredEvent>> {
+        let mut out = Vec::with_capacity(ids.len());
+        with_pool!(self, read, |pool, pg| {
+            for chunk in ids.chunks(CHUNK) {
+                let mut qb = QueryBuilder::new(
+                    "SELECT id, connector_id, provider_event_id, kind, occurred_at, received_at, headers, payload FROM raw_events WHERE id IN (",
+                );
+                let mut sep = qb.separated(", ");
+                for id in chunk {
+                    sep.push_bind(*id);
+                }
+                qb.push(")");
+                for r in qb.build().fetch_all(pool).await? {
+                    let headers: String = r.try_get(6)?;
+                    let payload: Vec<u8> = r.try_get(7)?;
+                    out.push(StoredEvent {
+                        id: r.try_get(0)?,
+                        connector_id: r.try_get(1)?,
+                        provider_event_id: r.try_get(2)?,
+                        kind: r.try_get(3)?,
+                        occurred_at: r.try_get(4)?,
+                        received_at: r.try_get(5)?,
+                        headers: serde_json::from_str(&headers).unwrap_or_default(),
+                        payload: payload.into(),
+                    });
+                }
+            }
+        });
+        Ok(out)
+    }
+
+    /// A failed attempt: retry at `retry_at`, or park as dead when `None`.
+    pub async fn fail_job(
+        &self,
+        id: i64,
+        error: &str,
+        retry_at: Option<i64>,
+    ) -> anyhow::Result<()> {
+        let error: String = error.chars().take(2000).collect();
+        with_pool!(self, write, |pool, pg| {
+            match retry_at {
+                Some(at) => sqlx::query(
+                    "UPDATE jobs SET state = 'queued', run_at = $1, locked_until = NULL, last_error = $2 WHERE id = $3",
+                )
+                .bind(at)
+                .bind(&error)
+                .bind(id)
+                .execute(pool)
+                .await?,
+                None => sqlx::query(
+                    "UPDATE jobs SET state = 'dead', finished_at = $1, locked_until = NULL, last_error = $2 WHERE id = $3",
+                )
+                .bind(now_ms())
+                .bind(&error)
+                .bind(id)
+                .execute(pool)
+                .await?,
+            };
+        });
+        Ok(())
+    }
+
+    pub async fn queue_stats(&self) -> anyhow::Result<QueueStats> {
+        let now = now_ms();
+        with_pool!(self, read, |pool, pg| {
+            let r = sqlx::query(
+                "SELECT \
+                 (SELECT COUNT(*) FROM jobs WHERE state = 'queued'), \
+                 (SELECT COUNT(*) FROM jobs WHERE state = 'running'), \
+                 (SELECT COUNT(*) FROM jobs WHERE state = 'dead'), \
+                 (SELECT MIN(created_at) FROM jobs WHERE state = 'queued')",
+            )
+            .fetch_one(pool)
+            .await?;
+            let oldest: Option<i64> = r.try_get(3)?;
+            Ok(QueueStats {
+                queued: r.try_get(0)?,
+                running: r.try_get(1)?,
+                dead: r.try_get(2)?,
+                oldest_queued_ms: oldest.map(|t| (now - t).max(0)).unwrap_or(0),
+            })
+        })
+    }
+
+    pub async fn dead_jobs(&self, limit: i64) -> anyhow::Result<Vec<DeadJob>> {
+        with_pool!(self, read, |pool, pg| {
+            let rows = sqlx::query(
+                "SELECT j.id, j.raw_event_id, r.connector_id, r.provider_event_id, j.attempts, j.last_error, j.finished_at \
+                 FROM jobs j JOIN raw_events r ON r.id = j.raw_event_id WHERE j.state = 'dead' ORDER BY j.id DESC LIMIT $1",
+            )
+            .bind(limit)
+            .fetch_all(pool)
+            .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(DeadJob {
+                        id: r.try_get(0)?,
+                        raw_event_id: r.try_get(1)?,
+                        connector_id: r.try_get(2)?,
+                        provider_event_id: r.try_get(3)?,
+                        attempts: r.try_get(4)?,
+                        last_error: r.try_get(5)?,
+                        finished_at: r.try_get(6)?,
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+                .map_err(Into::into)
+        })
+    }
+
+    /// Queues a normalise job for every stored raw event of `connector_id` received at or
+    /// after `since` (unix ms). Returns how many.
+    pub async fn enqueue_replay(&self, connector_id: &str, since: i64) -> anyhow::Result<u64> {
+        let now = now_ms();
+        with_pool!(self, write, |pool, pg| {
+            let r = sqlx::query(
+                "INSERT INTO jobs (kind, raw_event_id, state, attempts, run_at, created_at) \
+                 SELECT 'normalize', id, 'queued', 0, $1, $1 FROM raw_events \
+                 WHERE connector_id = $2 AND received_at >= $3 ORDER BY id",
+            )
+            .bind(now)
+            .bind(connector_id)
+            .bind(since)
+            .execute(pool)
+            .await?;
+            Ok(r.rows_affected())
+        })
+    }
+
+    pub async fn create_token(
+        &self,
+        name: &str,
+        role: &str,
+        token_hash: &str,
+    ) -> anyhow::Result<String> {
+        let id = uuid::Uuid::now_v7().to_string();
+        with_pool!(self, write, |pool, pg| {
+            sqlx::query("INSERT INTO api_tokens (id, name, role, token_hash, created_at) VALUES ($1, $2, $3, $4, $5)")
+                .bind(&id)
+                .bind(name)
+                .bind(role)
+                .bind(token_hash)
+                .bind(now_ms())
+                .execute(pool)
+                .await?;
+        });
+        Ok(id)
+    }
+
+    pub async fn find_token(&self, token_hash: &str) -> anyhow::Result<Option<TokenRecord>> {
+        with_pool!(self, read, |pool, pg| {
+            let row = sqlx::query(
+                "SELECT id, name, role FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL",
+            )
+            .bind(token_hash)
+            .fetch_optional(pool)
+            .await?;
+            row.map(|r| {
+                Ok(TokenRecord {
+                    id: r.try_get(0)?,
+                    name: r.try_get(1)?,
+                    role: r.try_get(2)?,
+                })
+            })
+            .transpose()
+            .map_err(|e: sqlx::Error| e.into())
+        })
+    }
+
+    /// Counts rows of a table, for tests and diagnostics. `table` must be a known table name.
+    pub async fn count(&self, table: &str) -> anyhow::Result<i64> {
+        const TABLES: &[&str] = &[
+            "raw_events",
+            "jobs",
+            "customers",
+            "identities",
+            "customer_merges",
+            "conversations",
+            "timeline_entries",
+            "api_tokens",
+        ];
+        anyhow::ensure!(TABLES.contains(&table), "unknown table {table}");
+        with_pool!(self, read, |pool, pg| {
+            let n: i64 = sqlx::query(&format!("SELECT COUNT(*) FROM {table}"))
+                .fetch_one(pool)
+                .await?
+                .try_get(0)?;
+            Ok(n)
+        })
+    }
+}

@@ -1,0 +1,134 @@
+//! Rows the store returns to the API and the workers.
+
+use serde::Serialize;
+
+/// A raw event to insert, as the webhook endpoint produced it.
+#[derive(Debug, Clone)]
+pub struct NewRawEvent {
+    pub connector_id: String,
+    pub provider_event_id: String,
+    pub kind: String,
+    pub occurred_at: Option<i64>,
+    pub received_at: i64,
+    /// JSON array of [name, value] pairs.
+    pub headers: String,
+    pub payload: bytes::Bytes,
+}
+
+/// What a group commit did with one raw event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertOutcome {
+    Accepted(i64),
+    Duplicate,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedJob {
+    pub id: i64,
+    pub raw_event_id: i64,
+    pub attempts: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadJob {
+    pub id: i64,
+    pub raw_event_id: i64,
+    pub connector_id: String,
+    pub provider_event_id: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub finished_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct QueueStats {
+    pub queued: i64,
+    pub running: i64,
+    pub dead: i64,
+    /// Age of the oldest job waiting, milliseconds.
+    pub oldest_queued_ms: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Conversation {
+    pub id: String,
+    pub connector_id: String,
+    pub channel: String,
+    pub thread_key: String,
+    /// The customer as of now (merges followed).
+    pub customer_id: String,
+    pub status: String,
+    pub last_message_at: String,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TimelineEntry {
+    pub id: i64,
+    pub customer_id: String,
+    pub conversation_id: Option<String>,
+    pub connector_id: String,
+    pub channel: String,
+    pub kind: String,
+    pub direction: String,
+    pub occurred_at: String,
+    pub raw_event_id: i64,
+    pub body: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Customer {
+    pub id: String,
+    pub display_name: Option<String>,
+    pub created_at: String,
+    /// Customers merged into this one; their ids still resolve here.
+    pub aliases: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Identity {
+    pub kind: String,
+    pub scope: String,
+    pub value: String,
+    /// Provenance: which connector and raw event first brought it, and when.
+    pub connector_id: String,
+    pub raw_event_id: Option<i64>,
+    pub first_seen: String,
+    pub last_seen: String,
+    /// The customer record it was first attached to (differs from the customer after a merge).
+    pub via_customer_id: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MergeRecord {
+    pub id: String,
+    pub survivor_id: String,
+    pub merged_id: String,
+    pub actor: String,
+    pub reason: String,
+    pub evidence: serde_json::Value,
+    pub raw_event_id: Option<i64>,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CustomerDetail {
+    #[serde(flatten)]
+    pub customer: Customer,
+    pub identities: Vec<Identity>,
+    pub merges: Vec<MergeRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub id: String,
+    pub name: String,
+    pub role: String,
+}
+
+/// RFC 3339 in UTC with milliseconds, for every time the API shows.
+pub fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
