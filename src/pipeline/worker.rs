@@ -79,15 +79,28 @@ impl Pipeline {
         }
     }
 
-    /// Processes batches until no job is ready. Returns how many jobs were handled.
+    /// Processes batches until no job is ready and none is running elsewhere (another
+    /// worker's batch in flight). Returns how many jobs this call handled. Gives up after
+    /// 60 s, so a test or a replay never hangs on a job held by a dead worker's lease.
     pub async fn drain(&self) -> anyhow::Result<usize> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         let mut total = 0;
         loop {
             let n = self.run_once().await?;
-            if n == 0 {
+            total += n;
+            if n > 0 {
+                continue;
+            }
+            let q = self.store.queue_stats().await?;
+            if q.running == 0 && q.queued == 0 {
                 return Ok(total);
             }
-            total += n;
+            // Retries waiting for their backoff count as queued: wait for them too.
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "queue not drained within 60 s: {q:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
