@@ -181,10 +181,10 @@ impl Store {
         let mut first: HashMap<(&str, &str), usize> = HashMap::with_capacity(items.len());
         let mut unique = Vec::with_capacity(items.len());
         for (i, it) in items.iter().enumerate() {
-            if first
-                .insert((&it.connector_id, &it.provider_event_id), i)
-                .is_none()
+            if let std::collections::hash_map::Entry::Vacant(e) =
+                first.entry((&it.connector_id, &it.provider_event_id))
             {
+                e.insert(i);
                 unique.push(i);
             }
         }
