@@ -21,7 +21,10 @@ use switchboard::pipeline::Pipeline;
 use switchboard::store::{now_ms, NewRawEvent, Store};
 
 fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn settings(url: &str) -> Settings {
@@ -81,13 +84,22 @@ async fn run(label: &str, url: &str) -> anyhow::Result<()> {
     store.migrate().await?;
     let metrics = Arc::new(Metrics::new(registry.iter().map(|c| c.id.as_str())));
     let wake = Arc::new(tokio::sync::Notify::new());
-    let pipeline = Arc::new(Pipeline::new(store.clone(), registry, claims, s.pipeline.clone(), metrics, wake.clone()));
+    let pipeline = Arc::new(Pipeline::new(
+        store.clone(),
+        registry,
+        claims,
+        s.pipeline.clone(),
+        metrics,
+        wake.clone(),
+    ));
 
     // 1. Throughput: preload, then drain.
     let n = env_num("EVENTS", 50_000);
     let t = Instant::now();
     for chunk_start in (0..n).step_by(500) {
-        let batch: Vec<NewRawEvent> = (chunk_start..(chunk_start + 500).min(n)).map(|i| event("tp", i)).collect();
+        let batch: Vec<NewRawEvent> = (chunk_start..(chunk_start + 500).min(n))
+            .map(|i| event("tp", i))
+            .collect();
         store.insert_raw_events(&batch).await?;
     }
     let load = t.elapsed();
@@ -106,7 +118,14 @@ async fn run(label: &str, url: &str) -> anyhow::Result<()> {
     // 2. Lag at a steady rate through the real group-commit ingestor and a running worker.
     let rate = env_num("RATE", 1000);
     let secs = env_num("LAG_SECS", 10);
-    let (ingestor, writers) = Ingestor::start(store.clone(), 1, 16_384, 512, Duration::from_secs(5), wake.clone());
+    let (ingestor, writers) = Ingestor::start(
+        store.clone(),
+        1,
+        16_384,
+        512,
+        Duration::from_secs(5),
+        wake.clone(),
+    );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let worker = tokio::spawn(pipeline.clone().run(stop_rx));
     let tick = Duration::from_millis(10);
@@ -158,17 +177,28 @@ async fn lag_sample(_store: &Store, url: &str) -> anyhow::Result<Vec<i64>> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         let dir = tempfile::tempdir()?;
-        run("sqlite", &format!("sqlite://{}/bench.db", dir.path().display())).await?;
+        run(
+            "sqlite",
+            &format!("sqlite://{}/bench.db", dir.path().display()),
+        )
+        .await?;
         if let Ok(admin) = std::env::var("PG_URL") {
             let name = format!("sb_bench_{}", uuid::Uuid::new_v4().simple());
             let mut c = sqlx::PgConnection::connect(&admin).await?;
-            c.execute(format!("CREATE DATABASE {name}").as_str()).await?;
-            let base = admin.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or(admin.clone());
+            c.execute(format!("CREATE DATABASE {name}").as_str())
+                .await?;
+            let base = admin
+                .rsplit_once('/')
+                .map(|(b, _)| b.to_string())
+                .unwrap_or(admin.clone());
             let r = run("postgres", &format!("{base}/{name}")).await;
-            c.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str()).await?;
+            c.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                .await?;
             r?;
         }
         Ok(())

@@ -72,14 +72,18 @@ impl Application {
             Duration::from_millis(settings.server.ingest_timeout_ms),
             wake.clone(),
         );
-        let pipeline = Arc::new(Pipeline::new(
+        let mut pipeline = Pipeline::new(
             store.clone(),
             registry.clone(),
             claims.clone(),
             settings.pipeline.clone(),
             metrics.clone(),
             wake,
-        ));
+        );
+        if store.backend() == Backend::Sqlite {
+            pipeline = pipeline.yield_to_ingest(ingestor.pressure());
+        }
+        let pipeline = Arc::new(pipeline);
         let listener = TcpListener::bind(settings.server.listen)
             .await
             .with_context(|| format!("binding server.listen {}", settings.server.listen))?;
@@ -125,7 +129,9 @@ impl Application {
         } = self;
         let store = state.store.clone();
         let (stop_tx, stop_rx) = watch::channel(false);
-        let worker = tokio::spawn(pipeline.clone().run(stop_rx));
+        let worker = pipeline
+            .enabled()
+            .then(|| tokio::spawn(pipeline.clone().run(stop_rx)));
         tracing::info!(addr = %listener.local_addr()?, backend = ?store.backend(), connectors = state.registry.len(), "switchboard listening");
         let app = router(state);
         axum::serve(listener, app)
@@ -135,7 +141,9 @@ impl Application {
         writers.join().await;
         let _ = stop_tx.send(true);
         pipeline.wake.notify_one();
-        let _ = worker.await;
+        if let Some(w) = worker {
+            let _ = w.await;
+        }
         store.close().await;
         tracing::info!("stopped");
         Ok(())

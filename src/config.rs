@@ -64,6 +64,16 @@ pub struct DatabaseSettings {
     pub max_connections: u32,
     /// Concurrent group-commit writers on PostgreSQL (SQLite always has one).
     pub writers: usize,
+    /// SQLite only: `full` (default) syncs the WAL at every commit, so an acknowledged event
+    /// survives power loss; `normal` survives a crash of the process but not of the machine.
+    pub sqlite_synchronous: SqliteSync,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SqliteSync {
+    Full,
+    Normal,
 }
 
 impl Default for DatabaseSettings {
@@ -72,6 +82,7 @@ impl Default for DatabaseSettings {
             url: "sqlite://data/switchboard.db".into(),
             max_connections: 8,
             writers: 4,
+            sqlite_synchronous: SqliteSync::Full,
         }
     }
 }
@@ -79,6 +90,9 @@ impl Default for DatabaseSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PipelineSettings {
+    /// Run the pipeline worker on this node. Off for an ingest-only node; jobs wait in the
+    /// store for a node that has it on.
+    pub enabled: bool,
     /// Jobs one pipeline transaction claims at most.
     pub batch_size: usize,
     /// Attempts before a job is parked as dead.
@@ -95,6 +109,7 @@ pub struct PipelineSettings {
 impl Default for PipelineSettings {
     fn default() -> Self {
         Self {
+            enabled: true,
             batch_size: 500,
             max_attempts: 8,
             base_backoff_ms: 1_000,

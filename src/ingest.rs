@@ -3,6 +3,7 @@
 //! in one transaction. Concurrent requests share one commit (one fsync), so throughput does
 //! not collapse to one fsync per request, and no handler is answered before its commit.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +31,18 @@ pub enum IngestError {
 pub struct Ingestor {
     tx: mpsc::Sender<Pending>,
     timeout: Duration,
+    /// Requests waiting for a commit right now; the SQLite pipeline yields the single writer
+    /// while this is above zero.
+    pending: Arc<AtomicUsize>,
+}
+
+/// Decrements the pending count however `submit` ends (answer, timeout, or cancellation).
+struct PendingGuard(Arc<AtomicUsize>);
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 pub struct IngestWriters {
@@ -68,7 +81,20 @@ impl Ingestor {
                 ))
             })
             .collect();
-        (Ingestor { tx, timeout }, IngestWriters { handles })
+        let pending = Arc::new(AtomicUsize::new(0));
+        (
+            Ingestor {
+                tx,
+                timeout,
+                pending,
+            },
+            IngestWriters { handles },
+        )
+    }
+
+    /// The live count of requests waiting for a commit.
+    pub fn pressure(&self) -> Arc<AtomicUsize> {
+        self.pending.clone()
     }
 
     /// Stores the events durably (one transaction) and returns one outcome per event.
@@ -76,6 +102,8 @@ impl Ingestor {
         &self,
         events: Vec<NewRawEvent>,
     ) -> Result<Vec<InsertOutcome>, IngestError> {
+        self.pending.fetch_add(1, Ordering::Relaxed);
+        let _guard = PendingGuard(self.pending.clone());
         let (reply, rx) = oneshot::channel();
         self.tx
             .try_send(Pending { events, reply })

@@ -27,7 +27,15 @@ pub struct Pipeline {
     metrics: Arc<Metrics>,
     pub wake: Arc<Notify>,
     pub stats: PipelineStats,
+    /// Set on SQLite, where ingest and the pipeline share one writer: while webhooks wait for
+    /// a commit, the pipeline takes small batches and pauses between them, so acknowledging
+    /// providers comes first; it still gets a guaranteed share, so it never starves.
+    ingest_pressure: Option<Arc<std::sync::atomic::AtomicUsize>>,
 }
+
+/// Under ingest pressure: jobs per batch, and the pause that leaves the writer to ingest.
+const YIELD_BATCH: usize = 100;
+const YIELD_PAUSE: Duration = Duration::from_millis(10);
 
 impl Pipeline {
     pub fn new(
@@ -46,7 +54,25 @@ impl Pipeline {
             metrics,
             wake,
             stats: PipelineStats::default(),
+            ingest_pressure: None,
         }
+    }
+
+    /// Makes the worker yield the writer to waiting webhooks (SQLite).
+    pub fn yield_to_ingest(mut self, pressure: Arc<std::sync::atomic::AtomicUsize>) -> Pipeline {
+        self.ingest_pressure = Some(pressure);
+        self
+    }
+
+    fn under_pressure(&self) -> bool {
+        self.ingest_pressure
+            .as_ref()
+            .is_some_and(|p| p.load(Relaxed) > 0)
+    }
+
+    /// Whether this node runs the worker (`pipeline.enabled`).
+    pub fn enabled(&self) -> bool {
+        self.cfg.enabled
     }
 
     /// Runs until `shutdown` turns true; the batch in hand is finished first.
@@ -66,8 +92,19 @@ impl Pipeline {
                     Err(e) => tracing::warn!(error = %e, "lease sweep failed"),
                 }
             }
-            match self.run_once().await {
-                Ok(n) if n > 0 => continue,
+            let busy = self.under_pressure();
+            let limit = if busy {
+                YIELD_BATCH.min(self.cfg.batch_size)
+            } else {
+                self.cfg.batch_size
+            };
+            match self.run_batch(limit).await {
+                Ok(n) if n > 0 => {
+                    if busy {
+                        tokio::time::sleep(YIELD_PAUSE).await;
+                    }
+                    continue;
+                }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "pipeline batch failed; will retry"),
             }
@@ -106,10 +143,14 @@ impl Pipeline {
 
     /// Claims one batch and processes it. Returns how many jobs were claimed.
     pub async fn run_once(&self) -> anyhow::Result<usize> {
+        self.run_batch(self.cfg.batch_size).await
+    }
+
+    async fn run_batch(&self, limit: usize) -> anyhow::Result<usize> {
         let now = now_ms();
         let jobs = self
             .store
-            .claim_jobs(self.cfg.batch_size, now, self.cfg.lease_secs as i64 * 1000)
+            .claim_jobs(limit, now, self.cfg.lease_secs as i64 * 1000)
             .await?;
         if jobs.is_empty() {
             return Ok(0);

@@ -28,7 +28,7 @@ pub use apply::{ApplyStats, PreparedEvent};
 pub use model::*;
 pub use read::{ConversationFilter, CustomerQuery};
 
-use crate::config::DatabaseSettings;
+use crate::config::{DatabaseSettings, SqliteSync};
 
 /// Rows per multi-row statement, well under both backends' bind-parameter limits.
 const CHUNK: usize = 1000;
@@ -113,8 +113,11 @@ impl Store {
                 .context("database.url")?
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
-                // FULL: a commit is on disk before the webhook is acknowledged.
-                .synchronous(SqliteSynchronous::Full)
+                // FULL (default): a commit is on disk before the webhook is acknowledged.
+                .synchronous(match db.sqlite_synchronous {
+                    SqliteSync::Full => SqliteSynchronous::Full,
+                    SqliteSync::Normal => SqliteSynchronous::Normal,
+                })
                 .busy_timeout(Duration::from_secs(10))
                 .foreign_keys(true)
                 .pragma("cache_size", "-32768");
