@@ -76,7 +76,8 @@ function init(args)
          tid, nthreads))
    end
    wrap = os.getenv("BENCH_WRAP") == "1"
-   local path = os.getenv("BENCH_PATH") or "/webhooks/bench"
+   path = os.getenv("BENCH_PATH") or "/webhooks/bench"
+   format_each = os.getenv("BENCH_FORMAT_EACH") == "1"
 
    local f, err = io.open(file, "rb")
    if not f then error("wrk_signed.lua: " .. tostring(err)) end
@@ -93,7 +94,12 @@ function init(args)
          headers["Content-Type"] = "application/json"
          headers["X-Switchboard-Signature"] = line:sub(1, tab - 1)
          count = count + 1
-         reqs[count] = wrk.format("POST", path, headers, line:sub(tab + 1))
+         if format_each then
+            sigs[count] = line:sub(1, tab - 1)
+            reqs[count] = line:sub(tab + 1)
+         else
+            reqs[count] = wrk.format("POST", path, headers, line:sub(tab + 1))
+         end
       end
       n = n + 1
    end
@@ -105,6 +111,8 @@ function init(args)
    io.stderr:write(string.format("wrk_signed.lua: thread %d loaded %d of %d requests from %s%s\n",
       tid, count, n, file, wrap and " (wrap)" or ""))
 end
+
+sigs = {}
 
 function request()
    if first_us == 0 then first_us = now_us() end
@@ -124,6 +132,12 @@ function request()
       end
    end
    idx = idx + 1
+   if format_each then
+      -- The reference methodology: wrk formats every request as it sends it.
+      return wrk.format("POST", path,
+         { ["Content-Type"] = "application/json", ["X-Switchboard-Signature"] = sigs[idx] },
+         reqs[idx])
+   end
    return reqs[idx]
 end
 
