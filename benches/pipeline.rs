@@ -152,7 +152,7 @@ async fn run(label: &str, url: &str) -> anyhow::Result<()> {
     worker.await?;
     drop(ingestor);
     writers.join().await;
-    let lags = lag_sample(&store, url).await?;
+    let lags = lag_sample(url).await?;
     println!(
         "{label}: {sent} events at {rate}/s for {secs}s; ingest→timeline lag p50 {} ms, p99 {} ms, max {} ms",
         pct(&lags, 0.50),
@@ -163,7 +163,7 @@ async fn run(label: &str, url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn lag_sample(_store: &Store, url: &str) -> anyhow::Result<Vec<i64>> {
+async fn lag_sample(url: &str) -> anyhow::Result<Vec<i64>> {
     const Q: &str = "SELECT t.created_at - r.received_at FROM timeline_entries t JOIN raw_events r ON r.id = t.raw_event_id WHERE r.provider_event_id LIKE 'lag-%'";
     let mut v: Vec<i64> = if url.starts_with("sqlite") {
         let mut c = sqlx::SqliteConnection::connect(url).await?;

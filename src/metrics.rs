@@ -23,7 +23,6 @@ pub struct ConnectorCounters {
 pub struct Metrics {
     per: HashMap<String, ConnectorCounters>,
     pub unknown_connector: AtomicU64,
-    pub pipeline_batches: AtomicU64,
     pub entries_written: AtomicU64,
     pub merges: AtomicU64,
 }

@@ -4,4 +4,4 @@
 pub mod identity;
 pub mod worker;
 
-pub use worker::{Pipeline, PipelineStats};
+pub use worker::Pipeline;

@@ -1,5 +1,5 @@
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,12 +13,6 @@ use crate::registry::Registry;
 use crate::store::{now_ms, ClaimedJob, PreparedEvent, Store};
 use switchboard_core::EventBody;
 
-#[derive(Debug, Default)]
-pub struct PipelineStats {
-    pub jobs_done: AtomicU64,
-    pub entries: AtomicU64,
-}
-
 pub struct Pipeline {
     store: Store,
     registry: Registry,
@@ -26,7 +20,6 @@ pub struct Pipeline {
     cfg: PipelineSettings,
     metrics: Arc<Metrics>,
     pub wake: Arc<Notify>,
-    pub stats: PipelineStats,
     /// Set on SQLite, where ingest and the pipeline share one writer: while webhooks wait for
     /// a commit, the pipeline takes small batches and pauses between them, so acknowledging
     /// providers comes first; it still gets a guaranteed share, so it never starves.
@@ -53,7 +46,6 @@ impl Pipeline {
             cfg,
             metrics,
             wake,
-            stats: PipelineStats::default(),
             ingest_pressure: None,
         }
     }
@@ -251,13 +243,10 @@ impl Pipeline {
                 c.normalized.fetch_add(1, Relaxed);
             }
         }
-        self.metrics.pipeline_batches.fetch_add(1, Relaxed);
         self.metrics
             .entries_written
             .fetch_add(stats.entries as u64, Relaxed);
         self.metrics.merges.fetch_add(stats.merges as u64, Relaxed);
-        self.stats.jobs_done.fetch_add(done.len() as u64, Relaxed);
-        self.stats.entries.fetch_add(stats.entries as u64, Relaxed);
     }
 
     /// Retries with exponential backoff and jitter, or parks the job as dead.

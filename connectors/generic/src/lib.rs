@@ -12,9 +12,8 @@ use switchboard_core::{ConfigResult, Connector, Env, Normalizer, WebhookIngress}
 
 pub use config::{GenericConfig, Mapping};
 
-/// The built connector: validated settings, shared by its webhook and normaliser halves.
+/// The built connector: its webhook and normaliser halves share the validated settings.
 pub struct Generic {
-    settings: Arc<config::Settings>,
     webhook: webhook::GenericWebhook,
     normalizer: normalize::GenericNormalizer,
 }
@@ -27,21 +26,8 @@ pub fn build(id: &str, path: &str, table: toml::Value, env: Env<'_>) -> ConfigRe
         webhook: webhook::GenericWebhook {
             s: settings.clone(),
         },
-        normalizer: normalize::GenericNormalizer {
-            s: settings.clone(),
-        },
-        settings,
+        normalizer: normalize::GenericNormalizer { s: settings },
     })
-}
-
-impl Generic {
-    /// The settings as validated, for the hub's `check-config` summary.
-    pub fn describe(&self) -> String {
-        format!(
-            "generic webhook, signature header `{}`",
-            self.settings.signature_header
-        )
-    }
 }
 
 impl Connector for Generic {
