@@ -13,6 +13,7 @@ use crate::domain::{parse_region, ClaimNormalizer};
 use crate::http::{router, AppState};
 use crate::ingest::{IngestWriters, Ingestor};
 use crate::metrics::Metrics;
+use crate::outbound::Sender;
 use crate::pipeline::Pipeline;
 use crate::registry::Registry;
 use crate::store::{Backend, Store};
@@ -23,6 +24,8 @@ pub struct Application {
     state: AppState,
     writers: IngestWriters,
     pipeline: Arc<Pipeline>,
+    sender: Arc<Sender>,
+    outbound_enabled: bool,
 }
 
 /// Builds the connector registry and the claim normaliser from settings (no I/O).
@@ -87,6 +90,14 @@ impl Application {
         let listener = TcpListener::bind(settings.server.listen)
             .await
             .with_context(|| format!("binding server.listen {}", settings.server.listen))?;
+        let outbound_wake = Arc::new(Notify::new());
+        let sender = Arc::new(Sender::new(
+            store.clone(),
+            registry.clone(),
+            settings.outbound.clone(),
+            metrics.clone(),
+            outbound_wake.clone(),
+        ));
         let state = AppState {
             store,
             registry,
@@ -94,12 +105,15 @@ impl Application {
             metrics,
             claims,
             max_body_bytes: settings.server.max_body_bytes,
+            outbound_wake,
         };
         Ok(Application {
             listener,
             state,
             writers,
             pipeline,
+            sender,
+            outbound_enabled: settings.outbound.enabled,
         })
     }
 
@@ -115,6 +129,10 @@ impl Application {
         self.pipeline.clone()
     }
 
+    pub fn sender(&self) -> Arc<Sender> {
+        self.sender.clone()
+    }
+
     /// Serves until `shutdown` resolves, then finishes in-flight requests, commits what the
     /// ingest writers hold, lets the pipeline finish its batch, and closes the store.
     pub async fn run_until_stopped(
@@ -126,12 +144,15 @@ impl Application {
             state,
             writers,
             pipeline,
+            sender,
+            outbound_enabled,
         } = self;
         let store = state.store.clone();
         let (stop_tx, stop_rx) = watch::channel(false);
         let worker = pipeline
             .enabled()
-            .then(|| tokio::spawn(pipeline.clone().run(stop_rx)));
+            .then(|| tokio::spawn(pipeline.clone().run(stop_rx.clone())));
+        let sending = outbound_enabled.then(|| tokio::spawn(sender.clone().run(stop_rx)));
         tracing::info!(addr = %listener.local_addr()?, backend = ?store.backend(), connectors = state.registry.len(), "switchboard listening");
         let app = router(state);
         axum::serve(listener, app)
@@ -141,7 +162,11 @@ impl Application {
         writers.join().await;
         let _ = stop_tx.send(true);
         pipeline.wake.notify_one();
+        sender.wake.notify_one();
         if let Some(w) = worker {
+            let _ = w.await;
+        }
+        if let Some(w) = sending {
             let _ = w.await;
         }
         store.close().await;

@@ -20,6 +20,8 @@ pub struct Settings {
     #[serde(default)]
     pub pipeline: PipelineSettings,
     #[serde(default)]
+    pub outbound: OutboundSettings,
+    #[serde(default)]
     pub identity: IdentitySettings,
     #[serde(default)]
     pub auth: AuthSettings,
@@ -116,6 +118,38 @@ impl Default for PipelineSettings {
             max_backoff_ms: 300_000,
             lease_secs: 60,
             idle_poll_ms: 250,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboundSettings {
+    /// Run the sender worker on this node.
+    pub enabled: bool,
+    /// Sends in flight at once (a hanging provider holds one slot, not the queue).
+    pub concurrency: usize,
+    /// A send that takes longer counts as a transient failure.
+    pub send_timeout_ms: u64,
+    /// Attempts on transient errors before a message is marked failed.
+    pub max_attempts: i32,
+    pub base_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+    pub lease_secs: u64,
+    pub idle_poll_ms: u64,
+}
+
+impl Default for OutboundSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            concurrency: 16,
+            send_timeout_ms: 15_000,
+            max_attempts: 8,
+            base_backoff_ms: 2_000,
+            max_backoff_ms: 600_000,
+            lease_secs: 60,
+            idle_poll_ms: 500,
         }
     }
 }
@@ -275,6 +309,18 @@ impl Settings {
             return Err(ConfigError::new(
                 "pipeline.max_attempts",
                 "must be at least 1",
+            ));
+        }
+        if self.outbound.max_attempts < 1 {
+            return Err(ConfigError::new(
+                "outbound.max_attempts",
+                "must be at least 1",
+            ));
+        }
+        if self.outbound.send_timeout_ms == 0 {
+            return Err(ConfigError::new(
+                "outbound.send_timeout_ms",
+                "must be greater than 0",
             ));
         }
         if self.database.max_connections < 2 {

@@ -8,6 +8,7 @@ pub mod domain;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
+pub mod outbound;
 pub mod pipeline;
 pub mod registry;
 pub mod store;

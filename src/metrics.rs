@@ -15,6 +15,8 @@ pub struct ConnectorCounters {
     pub failed: AtomicU64,
     pub dead: AtomicU64,
     pub unsupported: AtomicU64,
+    pub sent: AtomicU64,
+    pub send_failed: AtomicU64,
     /// reason → count; rejections are rare, so a lock is fine here.
     rejected: Mutex<BTreeMap<&'static str, u64>>,
 }

@@ -13,6 +13,43 @@ pub struct ConnectorInstance {
     pub id: String,
     pub kind: &'static str,
     pub connector: Box<dyn Connector>,
+    /// Replies per second this connector may send (`send_rate_per_sec`, default 10).
+    pub send_rate_per_sec: f64,
+    /// Replies that may go at once before the rate applies (`send_burst`, default 10).
+    pub send_burst: u32,
+}
+
+/// Takes the hub-level keys out of a connector table, so every kind gets them and each
+/// connector's own config stays strict about unknown keys.
+fn hub_keys(path: &str, table: &mut toml::Table) -> Result<(f64, u32), ConfigError> {
+    let rate = match table.remove("send_rate_per_sec") {
+        None => 10.0,
+        Some(toml::Value::Integer(i)) => i as f64,
+        Some(toml::Value::Float(f)) => f,
+        Some(_) => {
+            return Err(ConfigError::new(
+                format!("{path}.send_rate_per_sec"),
+                "must be a number",
+            ))
+        }
+    };
+    if !(rate > 0.0 && rate <= 10_000.0) {
+        return Err(ConfigError::new(
+            format!("{path}.send_rate_per_sec"),
+            "must be greater than 0 and at most 10000",
+        ));
+    }
+    let burst = match table.remove("send_burst") {
+        None => 10,
+        Some(toml::Value::Integer(i)) if (1..=10_000).contains(&i) => i as u32,
+        Some(_) => {
+            return Err(ConfigError::new(
+                format!("{path}.send_burst"),
+                "must be an integer from 1 to 10000",
+            ))
+        }
+    };
+    Ok((rate, burst))
 }
 
 #[derive(Clone, Default)]
@@ -54,6 +91,9 @@ impl Registry {
                     format!("`{id}` is used by another connector"),
                 ));
             }
+            let mut t = t.clone();
+            let (send_rate_per_sec, send_burst) = hub_keys(&path, &mut t)?;
+            let table = toml::Value::Table(t.clone());
             let kind = match t.get("kind") {
                 Some(toml::Value::String(s)) => s.as_str(),
                 Some(_) => {
@@ -80,6 +120,8 @@ impl Registry {
                     id,
                     kind,
                     connector,
+                    send_rate_per_sec,
+                    send_burst,
                 }),
             );
         }

@@ -25,6 +25,8 @@ pub fn routes() -> Router<AppState> {
         .route("/customers", get(list_customers))
         .route("/customers/{id}", get(get_customer))
         .route("/customers/{id}/timeline", get(customer_timeline))
+        .merge(super::admin::routes())
+        .merge(super::inbox::routes())
 }
 
 /// The caller, from `Authorization: Bearer <token>`.
@@ -33,6 +35,25 @@ pub struct Principal {
     pub token_id: String,
     pub name: String,
     pub role: Role,
+    /// The agent the token acts for; none for tokens made by the CLI.
+    pub agent_id: Option<String>,
+}
+
+impl Principal {
+    /// Who did it, as recorded on the timeline: the agent, else the token.
+    pub fn actor(&self) -> String {
+        self.agent_id
+            .clone()
+            .unwrap_or_else(|| format!("token:{}", self.token_id))
+    }
+
+    /// Agents, tokens, connectors and subscriptions are admin business.
+    pub fn require_admin(&self) -> Result<(), Problem> {
+        match self.role {
+            Role::Admin => Ok(()),
+            Role::Agent => Err(Problem::forbidden("this needs an admin token")),
+        }
+    }
 }
 
 impl FromRequestParts<AppState> for Principal {
@@ -61,6 +82,7 @@ impl FromRequestParts<AppState> for Principal {
             token_id: rec.id,
             name: rec.name,
             role,
+            agent_id: rec.agent_id,
         })
     }
 }
@@ -71,12 +93,12 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
-type Params = Query<HashMap<String, String>>;
+pub(super) type Params = Query<HashMap<String, String>>;
 
 const DEFAULT_LIMIT: i64 = 50;
 const MAX_LIMIT: i64 = 200;
 
-fn limit(q: &HashMap<String, String>) -> Result<i64, Problem> {
+pub(super) fn limit(q: &HashMap<String, String>) -> Result<i64, Problem> {
     match q.get("limit") {
         None => Ok(DEFAULT_LIMIT),
         Some(v) => v
@@ -116,7 +138,7 @@ fn decode_entry_cursor(q: &HashMap<String, String>) -> Result<Option<(i64, i64)>
     }
 }
 
-fn reject_unknown(q: &HashMap<String, String>, allowed: &[&str]) -> Result<(), Problem> {
+pub(super) fn reject_unknown(q: &HashMap<String, String>, allowed: &[&str]) -> Result<(), Problem> {
     match q.keys().find(|k| !allowed.contains(&k.as_str())) {
         Some(k) => Err(Problem::bad_request(
             "unknown_parameter",
@@ -134,7 +156,17 @@ async fn list_conversations(
     State(s): State<AppState>,
     Query(q): Params,
 ) -> Result<Json<Page<crate::store::Conversation>>, Problem> {
-    reject_unknown(&q, &["status", "connector", "limit", "cursor"])?;
+    reject_unknown(
+        &q,
+        &[
+            "status",
+            "connector",
+            "assignee",
+            "label",
+            "limit",
+            "cursor",
+        ],
+    )?;
     let status = q.get("status").filter(|v| !v.is_empty()).cloned();
     if let Some(st) = &status {
         if !["open", "pending", "snoozed", "resolved"].contains(&st.as_str()) {
@@ -148,6 +180,11 @@ async fn list_conversations(
     let f = ConversationFilter {
         status,
         connector_id: q.get("connector").filter(|v| !v.is_empty()).cloned(),
+        assignee: q
+            .get("assignee")
+            .filter(|v| !v.is_empty())
+            .map(|a| (a != "none").then(|| a.clone())),
+        label: q.get("label").filter(|v| !v.is_empty()).cloned(),
         after: decode_cursor(&q)?,
         limit: limit + 1,
     };
@@ -156,8 +193,12 @@ async fn list_conversations(
         rows.truncate(limit as usize);
         rows.last().map(|(t, c)| encode_cursor(*t, &c.id))
     });
+    let mut items: Vec<_> = rows.into_iter().map(|(_, c)| c).collect();
+    s.store
+        .fill_labels(&mut items.iter_mut().collect::<Vec<_>>())
+        .await?;
     Ok(Json(Page {
-        items: rows.into_iter().map(|(_, c)| c).collect(),
+        items,
         next_cursor: next.flatten(),
     }))
 }
@@ -178,11 +219,12 @@ async fn get_conversation(
 ) -> Result<Json<ConversationWithMessages>, Problem> {
     reject_unknown(&q, &["limit", "cursor"])?;
     let limit = limit(&q)?;
-    let conversation = s
+    let mut conversation = s
         .store
         .get_conversation(&id)
         .await?
         .ok_or_else(|| Problem::not_found("conversation"))?;
+    s.store.fill_labels(&mut [&mut conversation]).await?;
     let mut rows = s
         .store
         .conversation_entries(&id, decode_entry_cursor(&q)?, limit + 1)

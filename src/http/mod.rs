@@ -1,6 +1,9 @@
 //! HTTP: webhooks, the inbox API and operations endpoints.
 
+pub mod admin;
 pub mod api;
+pub mod extract;
+pub mod inbox;
 pub mod ops;
 pub mod problem;
 pub mod webhooks;
@@ -24,6 +27,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub claims: ClaimNormalizer,
     pub max_body_bytes: usize,
+    /// Wakes the sender worker when a reply is queued, so it leaves at once.
+    pub outbound_wake: Arc<tokio::sync::Notify>,
 }
 
 pub fn router(state: AppState) -> Router {

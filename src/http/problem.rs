@@ -7,30 +7,47 @@ use serde::Serialize;
 #[derive(Debug, Clone, Serialize)]
 pub struct Problem {
     #[serde(rename = "type")]
-    pub kind: String,
-    pub title: String,
+    pub kind: &'static str,
+    pub title: &'static str,
     pub status: u16,
     /// Stable machine-readable code, e.g. `bad_signature`.
-    pub code: String,
+    pub code: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// The request field (or header) that is wrong, for validation errors.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
     #[serde(skip)]
     pub retry_after: Option<u64>,
 }
 
 impl Problem {
-    pub fn new(status: StatusCode, code: &str, detail: impl Into<Option<String>>) -> Problem {
+    pub fn new(
+        status: StatusCode,
+        code: &'static str,
+        detail: impl Into<Option<String>>,
+    ) -> Problem {
         Problem {
-            kind: "about:blank".into(),
-            title: status.canonical_reason().unwrap_or("Error").into(),
+            kind: "about:blank",
+            title: status.canonical_reason().unwrap_or("Error"),
             status: status.as_u16(),
-            code: code.into(),
+            code,
             detail: detail.into(),
+            field: None,
             retry_after: None,
         }
     }
-    pub fn bad_request(code: &str, detail: impl Into<String>) -> Problem {
+    pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Problem {
         Problem::new(StatusCode::BAD_REQUEST, code, Some(detail.into()))
+    }
+    /// 422: the request is well-formed but a field is wrong.
+    pub fn invalid(field: &str, code: &'static str, detail: impl Into<String>) -> Problem {
+        let mut p = Problem::new(StatusCode::UNPROCESSABLE_ENTITY, code, Some(detail.into()));
+        p.field = Some(field.to_string());
+        p
+    }
+    pub fn forbidden(detail: &str) -> Problem {
+        Problem::new(StatusCode::FORBIDDEN, "forbidden", Some(detail.to_string()))
     }
     pub fn not_found(what: &str) -> Problem {
         Problem::new(
@@ -85,5 +102,23 @@ impl IntoResponse for Problem {
 impl From<anyhow::Error> for Problem {
     fn from(e: anyhow::Error) -> Problem {
         Problem::internal(&e)
+    }
+}
+
+impl From<crate::store::StoreError> for Problem {
+    fn from(e: crate::store::StoreError) -> Problem {
+        use crate::store::StoreError as E;
+        match e {
+            E::NotFound(what) => Problem::not_found(what),
+            E::Invalid {
+                field,
+                code,
+                message,
+            } => Problem::invalid(field, code, message),
+            E::Conflict { code, message } => {
+                Problem::new(StatusCode::CONFLICT, code, Some(message))
+            }
+            E::Other(e) => Problem::internal(&e),
+        }
     }
 }

@@ -4,8 +4,10 @@
 use std::collections::{HashMap, HashSet};
 
 use sqlx::{QueryBuilder, Row};
-use switchboard_core::NormalizedEvent;
+use switchboard_core::{Direction, EventBody, NormalizedEvent};
 
+use super::inbox::{insert_entry, load_conv};
+use super::outbound::apply_status;
 use super::{begin_write, now_ms, with_pool, Pools, Store, CHUNK};
 use crate::pipeline::identity::{self, conversation_key, identity_key, EventClaims, Known};
 
@@ -34,6 +36,7 @@ struct ConvTouch {
     thread_key: String,
     customer_id: String,
     last_message_at: i64,
+    inbound: bool,
 }
 
 impl Store {
@@ -44,8 +47,14 @@ impl Store {
         let now = now_ms();
         // Flatten: one identity input per normalised item, in arrival order.
         let mut flat: Vec<(&PreparedEvent, usize, &NormalizedEvent)> = Vec::new();
+        // Provider status updates move our own outbound messages; they are not timeline entries.
+        let mut statuses: Vec<(&str, &str, &str)> = Vec::new();
         for ev in events {
             for (i, item) in ev.items.iter().enumerate() {
+                if let EventBody::Status { message_id, status } = &item.body {
+                    statuses.push((&ev.connector_id, message_id, status));
+                    continue;
+                }
                 flat.push((ev, i, item));
             }
         }
@@ -92,6 +101,8 @@ impl Store {
 
             let mut known = Known::default();
             let mut conv_ids: HashMap<String, String> = HashMap::new();
+            // conversation key → (status of the conversation its messages land in, merged?)
+            let mut conv_state: HashMap<String, (String, bool)> = HashMap::new();
             for chunk in ident_keys.chunks(CHUNK) {
                 let mut qb = QueryBuilder::new(
                     "SELECT i.ident_key, k.id, k.display_name FROM identities i \
@@ -114,7 +125,8 @@ impl Store {
             }
             for chunk in conv_keys.chunks(CHUNK) {
                 let mut qb = QueryBuilder::new(
-                    "SELECT v.conv_key, v.id, k.id, k.display_name FROM conversations v \
+                    "SELECT v.conv_key, COALESCE(m.id, v.id), k.id, k.display_name, COALESCE(m.status, v.status), v.merged_into FROM conversations v \
+                     LEFT JOIN conversations m ON m.id = v.merged_into \
                      JOIN customers c ON c.id = v.customer_id JOIN customers k ON k.id = c.canonical_id \
                      WHERE v.conv_key IN (",
                 );
@@ -130,6 +142,9 @@ impl Store {
                     if name.is_some() {
                         known.named.insert(customer.clone());
                     }
+                    let status: String = r.try_get(4)?;
+                    let merged: Option<String> = r.try_get(5)?;
+                    conv_state.insert(key.clone(), (status, merged.is_some()));
                     conv_ids.insert(key.clone(), r.try_get(1)?);
                     known.conversations.insert(key, customer);
                 }
@@ -220,8 +235,10 @@ impl Store {
                     thread_key: thread.clone(),
                     customer_id: customer.clone(),
                     last_message_at: item.occurred_at,
+                    inbound: false,
                 });
                 t.last_message_at = t.last_message_at.max(item.occurred_at);
+                t.inbound |= item.direction == Direction::Inbound;
             }
             stats.conversations = touched.len();
             let touched: Vec<(&String, &ConvTouch)> = touched.iter().collect();
@@ -291,6 +308,49 @@ impl Store {
                      occurred_at = excluded.occurred_at, body = excluded.body",
                 );
                 qb.build().execute(&mut *tx).await?;
+            }
+
+            // A merged thread's messages land in the survivor, which shows the activity; a
+            // customer writing into a conversation that is not open reopens it.
+            for (key, t) in &touched {
+                let (status, merged) = conv_state
+                    .get(*key)
+                    .cloned()
+                    .unwrap_or_else(|| ("open".into(), false));
+                if merged {
+                    sqlx::query("UPDATE conversations SET last_message_at = $1, updated_at = $2 WHERE id = $3 AND last_message_at < $1")
+                        .bind(t.last_message_at)
+                        .bind(now)
+                        .bind(&t.id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                if t.inbound && status != "open" {
+                    let r = sqlx::query("UPDATE conversations SET status = 'open', snoozed_until = NULL, updated_at = $1 WHERE id = $2 AND status <> 'open'")
+                        .bind(now)
+                        .bind(&t.id)
+                        .execute(&mut *tx)
+                        .await?;
+                    if r.rows_affected() > 0 {
+                        if let Some(c) = load_conv!(tx, t.id.as_str()) {
+                            let body = serde_json::json!({ "type": "activity", "action": "status_changed", "from": status, "to": "open", "reason": "customer wrote" });
+                            insert_entry!(
+                                tx,
+                                c,
+                                "activity",
+                                "internal",
+                                body,
+                                "system",
+                                None::<String>,
+                                now
+                            );
+                        }
+                    }
+                }
+            }
+            for (connector, message_id, status) in &statuses {
+                let status = status.to_ascii_lowercase();
+                apply_status!(tx, *connector, *message_id, status.as_str(), now);
             }
 
             let job_ids: Vec<i64> = events.iter().map(|e| e.job_id).collect();

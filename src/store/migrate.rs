@@ -12,12 +12,20 @@ struct Migration {
     postgres: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "spine",
-    sqlite: include_str!("../../migrations/sqlite/0001_spine.sql"),
-    postgres: include_str!("../../migrations/postgres/0001_spine.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "spine",
+        sqlite: include_str!("../../migrations/sqlite/0001_spine.sql"),
+        postgres: include_str!("../../migrations/postgres/0001_spine.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "inbox",
+        sqlite: include_str!("../../migrations/sqlite/0002_inbox.sql"),
+        postgres: include_str!("../../migrations/postgres/0002_inbox.sql"),
+    },
+];
 
 impl Store {
     /// Applies every migration not yet applied; returns the versions applied now.

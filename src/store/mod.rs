@@ -8,8 +8,11 @@
 //! round trip per statement.
 
 mod apply;
+pub mod error;
+pub mod inbox;
 mod migrate;
 pub mod model;
+pub mod outbound;
 mod read;
 
 use std::collections::HashMap;
@@ -25,7 +28,10 @@ use sqlx::{QueryBuilder, Row};
 use switchboard_core::StoredEvent;
 
 pub use apply::{ApplyStats, PreparedEvent};
+pub use error::StoreError;
+pub use inbox::{AgentPatch, ConversationPatch};
 pub use model::*;
+pub use outbound::SendOutcome;
 pub use read::{ConversationFilter, CustomerQuery};
 
 use crate::config::{DatabaseSettings, SqliteSync};
@@ -451,8 +457,11 @@ impl Store {
 
     pub async fn find_token(&self, token_hash: &str) -> anyhow::Result<Option<TokenRecord>> {
         with_pool!(self, read, |pool, pg| {
+            // A token acting for an agent has that agent's current role, and stops working
+            // when the agent is deactivated.
             let row = sqlx::query(
-                "SELECT id, name, role FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL",
+                "SELECT t.id, t.name, COALESCE(a.role, t.role), t.agent_id FROM api_tokens t LEFT JOIN agents a ON a.id = t.agent_id \
+                 WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND (t.agent_id IS NULL OR a.active = 1)",
             )
             .bind(token_hash)
             .fetch_optional(pool)
@@ -462,6 +471,7 @@ impl Store {
                     id: r.try_get(0)?,
                     name: r.try_get(1)?,
                     role: r.try_get(2)?,
+                    agent_id: r.try_get(3)?,
                 })
             })
             .transpose()

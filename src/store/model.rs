@@ -60,6 +60,13 @@ pub struct Conversation {
     pub status: String,
     pub last_message_at: String,
     pub created_at: String,
+    pub assignee_id: Option<String>,
+    /// none | low | medium | high | urgent
+    pub priority: String,
+    pub snoozed_until: Option<String>,
+    /// Set when merged into another conversation, which now holds the messages.
+    pub merged_into: Option<String>,
+    pub labels: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -72,8 +79,15 @@ pub struct TimelineEntry {
     pub kind: String,
     pub direction: String,
     pub occurred_at: String,
-    pub raw_event_id: i64,
+    /// The raw event it came from; none for entries made by people (notes, replies, changes).
+    pub raw_event_id: Option<i64>,
     pub body: serde_json::Value,
+    /// Who made it: an agent id, `token:<id>`, `system`; none for provider events.
+    pub actor: Option<String>,
+    /// For a reply: its outbound message, and how far delivery got.
+    pub outbound_id: Option<String>,
+    pub delivery_state: Option<String>,
+    pub delivery_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -124,6 +138,7 @@ pub struct TokenRecord {
     pub id: String,
     pub name: String,
     pub role: String,
+    pub agent_id: Option<String>,
 }
 
 /// RFC 3339 in UTC with milliseconds, for every time the API shows.
@@ -131,4 +146,57 @@ pub fn rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .unwrap_or_default()
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Agent {
+    pub id: String,
+    pub name: String,
+    pub email: String,
+    pub role: String,
+    pub active: bool,
+    pub created_at: String,
+}
+
+/// A token as listed: never the token itself.
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenInfo {
+    pub id: String,
+    pub name: String,
+    pub role: String,
+    pub agent_id: Option<String>,
+    pub created_at: String,
+    pub revoked_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SavedReply {
+    pub id: String,
+    pub name: String,
+    pub text: String,
+    pub created_by: String,
+    pub updated_at: String,
+}
+
+/// An agent's reply on its way out through the conversation's channel.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutboundMessageRow {
+    pub id: String,
+    pub conversation_id: String,
+    pub connector_id: String,
+    #[serde(skip)]
+    pub thread_key: String,
+    pub text: String,
+    pub attachments: Vec<String>,
+    pub idempotency_key: String,
+    /// queued | sending | sent | delivered | read | failed
+    pub state: String,
+    pub attempts: i64,
+    pub provider_message_id: Option<String>,
+    /// The provider's reason when the send failed (or the last retryable error).
+    pub error: Option<String>,
+    pub next_attempt_at: Option<String>,
+    pub created_by: String,
+    pub created_at: String,
+    pub updated_at: String,
 }

@@ -10,6 +10,9 @@ use super::{with_pool, Pools, Store};
 pub struct ConversationFilter {
     pub status: Option<String>,
     pub connector_id: Option<String>,
+    /// `Some(None)`: unassigned only.
+    pub assignee: Option<Option<String>>,
+    pub label: Option<String>,
     /// (last_message_at, id) of the last row seen; the list runs newest first.
     pub after: Option<(i64, String)>,
     pub limit: i64,
@@ -24,10 +27,11 @@ pub enum CustomerQuery {
     All,
 }
 
-const CONV_COLS: &str = "v.id, v.connector_id, v.channel, v.thread_key, k.id, v.status, v.last_message_at, v.created_at";
+const CONV_COLS: &str = "v.id, v.connector_id, v.channel, v.thread_key, k.id, v.status, v.last_message_at, v.created_at, v.assignee_id, v.priority, v.snoozed_until, v.merged_into";
 const CONV_FROM: &str = " FROM conversations v JOIN customers c ON c.id = v.customer_id JOIN customers k ON k.id = c.canonical_id";
-const ENTRY_COLS: &str = "t.id, k.id, t.conversation_id, t.connector_id, t.channel, t.kind, t.direction, t.occurred_at, t.raw_event_id, t.body";
-const ENTRY_FROM: &str = " FROM timeline_entries t JOIN customers c ON c.id = t.customer_id JOIN customers k ON k.id = c.canonical_id";
+const ENTRY_COLS: &str = "t.id, k.id, t.conversation_id, t.connector_id, t.channel, t.kind, t.direction, t.occurred_at, t.raw_event_id, t.body, t.actor, t.outbound_id, o.state, o.error";
+const ENTRY_FROM: &str = " FROM timeline_entries t JOIN customers c ON c.id = t.customer_id JOIN customers k ON k.id = c.canonical_id \
+     LEFT JOIN outbound_messages o ON o.id = t.outbound_id";
 
 macro_rules! conversation_from_row {
     ($r:expr) => {{
@@ -41,6 +45,11 @@ macro_rules! conversation_from_row {
             status: r.try_get(5)?,
             last_message_at: rfc3339(r.try_get(6)?),
             created_at: rfc3339(r.try_get(7)?),
+            assignee_id: r.try_get(8)?,
+            priority: r.try_get(9)?,
+            snoozed_until: r.try_get::<Option<i64>, _>(10)?.map(rfc3339),
+            merged_into: r.try_get(11)?,
+            labels: Vec::new(),
         }
     }};
 }
@@ -63,6 +72,10 @@ macro_rules! entry_from_row {
                 occurred_at: rfc3339(occurred),
                 raw_event_id: r.try_get(8)?,
                 body: serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+                actor: r.try_get(10)?,
+                outbound_id: r.try_get(11)?,
+                delivery_state: r.try_get(12)?,
+                delivery_error: r.try_get(13)?,
             },
         )
     }};
@@ -82,6 +95,22 @@ impl Store {
             if let Some(c) = &f.connector_id {
                 qb.push(" AND v.connector_id = ").push_bind(c.as_str());
             }
+            match &f.assignee {
+                Some(Some(a)) => {
+                    qb.push(" AND v.assignee_id = ").push_bind(a.as_str());
+                }
+                Some(None) => {
+                    qb.push(" AND v.assignee_id IS NULL");
+                }
+                None => {}
+            }
+            if let Some(l) = &f.label {
+                qb.push(
+                    " AND v.id IN (SELECT conversation_id FROM conversation_labels WHERE label = ",
+                )
+                .push_bind(l.as_str())
+                .push(")");
+            }
             if let Some((t, id)) = &f.after {
                 qb.push(" AND (v.last_message_at < ")
                     .push_bind(*t)
@@ -100,6 +129,37 @@ impl Store {
             }
             Ok(out)
         })
+    }
+
+    /// Fills in the labels of the given conversations (one query).
+    pub async fn fill_labels(&self, convs: &mut [&mut Conversation]) -> anyhow::Result<()> {
+        if convs.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = convs.iter().map(|c| c.id.clone()).collect();
+        let rows: Vec<(String, String)> = with_pool!(self, read, |pool, pg| {
+            let mut qb = QueryBuilder::new(
+                "SELECT conversation_id, label FROM conversation_labels WHERE conversation_id IN (",
+            );
+            let mut sep = qb.separated(", ");
+            for id in &ids {
+                sep.push_bind(id.as_str());
+            }
+            qb.push(") ORDER BY label");
+            let mut out = Vec::new();
+            for r in qb.build().fetch_all(pool).await? {
+                out.push((r.try_get(0)?, r.try_get(1)?));
+            }
+            out
+        });
+        for c in convs.iter_mut() {
+            c.labels = rows
+                .iter()
+                .filter(|(id, _)| *id == c.id)
+                .map(|(_, l)| l.clone())
+                .collect();
+        }
+        Ok(())
     }
 
     pub async fn get_conversation(&self, id: &str) -> anyhow::Result<Option<Conversation>> {

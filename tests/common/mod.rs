@@ -14,6 +14,8 @@ use switchboard::pipeline::Pipeline;
 use switchboard::store::Store;
 use tokio::sync::oneshot;
 
+pub mod receiver;
+
 pub const SECRET: &str = "test-secret";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +107,12 @@ max_connections = 8
 [pipeline]
 base_backoff_ms = 20
 max_backoff_ms = 100
+max_attempts = 3
+idle_poll_ms = 50
+[outbound]
+base_backoff_ms = 50
+max_backoff_ms = 200
+send_timeout_ms = 700
 max_attempts = 3
 idle_poll_ms = 50
 [identity]
@@ -305,5 +313,93 @@ pub async fn block_writes(db: Db, url: &str) -> WriteBlocker {
     WriteBlocker {
         stop: Some(stop_tx),
         done: done_rx,
+    }
+}
+
+/// Points the test connector's replies at `url`.
+pub fn with_reply_url(s: &mut Settings, url: &str) {
+    if let Some(t) = s.connectors[0].as_table_mut() {
+        t.insert("reply_url".into(), toml::Value::String(url.into()));
+        t.insert("send_rate_per_sec".into(), toml::Value::Integer(200));
+        t.insert("send_burst".into(), toml::Value::Integer(50));
+        let mapping = t
+            .entry("mapping")
+            .or_insert_with(|| toml::Value::Table(Default::default()));
+        if let Some(m) = mapping.as_table_mut() {
+            m.insert("status".into(), toml::Value::String("/status".into()));
+            m.insert(
+                "message_id".into(),
+                toml::Value::String("/message_id".into()),
+            );
+        }
+    }
+}
+
+impl TestApp {
+    pub async fn post_json(&self, path: &str, body: serde_json::Value) -> reqwest::Response {
+        self.client
+            .post(format!("{}{path}", self.addr))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn patch_json(&self, path: &str, body: serde_json::Value) -> reqwest::Response {
+        self.client
+            .patch(format!("{}{path}", self.addr))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn delete(&self, path: &str) -> reqwest::Response {
+        self.client
+            .delete(format!("{}{path}", self.addr))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// The id of the first conversation, after sending one inbound message on thread `t`.
+    pub async fn conversation(&self, thread: &str, email: &str) -> String {
+        let r = self
+            .send(serde_json::json!({"id": format!("in-{thread}-{email}"), "thread": thread, "text": "hello", "email": email, "name": "Ada"}))
+            .await;
+        assert_eq!(r.status(), 200);
+        self.drain().await;
+        let list = self.get_json("/api/v1/conversations?limit=200").await;
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["thread_key"] == thread)
+            .map(|c| c["id"].as_str().unwrap().to_string())
+            .expect("conversation")
+    }
+
+    /// Polls an outbound message until `done(state)` or 10 s pass; returns the last body.
+    pub async fn wait_message(
+        &self,
+        conversation: &str,
+        id: &str,
+        done: impl Fn(&str) -> bool,
+    ) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let m = self
+                .get_json(&format!(
+                    "/api/v1/conversations/{conversation}/messages/{id}"
+                ))
+                .await;
+            if done(m["state"].as_str().unwrap_or("")) || std::time::Instant::now() > deadline {
+                return m;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }

@@ -8,6 +8,7 @@
 pub mod config;
 pub mod error;
 pub mod event;
+pub mod http_client;
 pub mod signature;
 pub mod testkit;
 pub mod traits;

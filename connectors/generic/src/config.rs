@@ -32,6 +32,21 @@ pub struct GenericConfig {
     pub channel: String,
     #[serde(default)]
     pub mapping: Mapping,
+    /// Where agents' replies are POSTed (signed JSON); without it the connector cannot reply.
+    pub reply_url: Option<String>,
+    /// Milliseconds before a reply POST counts as failed (and is retried).
+    #[serde(default = "default_reply_timeout")]
+    pub reply_timeout_ms: u64,
+    /// JSON Pointer to the receiver's id for a sent reply, used to match status callbacks.
+    #[serde(default = "default_reply_id")]
+    pub reply_id: String,
+}
+
+fn default_reply_timeout() -> u64 {
+    10_000
+}
+fn default_reply_id() -> String {
+    "/id".into()
 }
 
 fn default_header() -> String {
@@ -61,6 +76,9 @@ pub struct Mapping {
     pub message_id: Option<String>,
     /// `inbound` (default) or `outbound`, e.g. for messages an agent sent elsewhere.
     pub direction: Option<String>,
+    /// A delivery status (`sent`, `delivered`, `read`, `failed`) for one of our replies,
+    /// identified by `message_id`: a status callback instead of a message.
+    pub status: Option<String>,
     pub order_id: Option<String>,
     pub order_total: Option<String>,
     pub order_currency: Option<String>,
@@ -68,7 +86,7 @@ pub struct Mapping {
 }
 
 impl Mapping {
-    fn pointers(&self) -> [(&'static str, &Option<String>); 13] {
+    fn pointers(&self) -> [(&'static str, &Option<String>); 14] {
         [
             ("text", &self.text),
             ("thread", &self.thread),
@@ -79,6 +97,7 @@ impl Mapping {
             ("customer_external_id", &self.customer_external_id),
             ("message_id", &self.message_id),
             ("direction", &self.direction),
+            ("status", &self.status),
             ("order_id", &self.order_id),
             ("order_total", &self.order_total),
             ("order_currency", &self.order_currency),
@@ -100,6 +119,9 @@ pub struct Settings {
     pub event_kind: Option<String>,
     pub channel: String,
     pub mapping: Mapping,
+    pub reply_url: Option<String>,
+    pub reply_timeout_ms: u64,
+    pub reply_id: String,
 }
 
 fn check_pointer(key: String, p: &str) -> ConfigResult<()> {
@@ -163,7 +185,27 @@ impl Settings {
                 "must not be empty",
             ));
         }
+        if let Some(u) = &c.reply_url {
+            let ok = (u.starts_with("http://") || u.starts_with("https://"))
+                && u.parse::<http::Uri>().is_ok_and(|uri| uri.host().is_some());
+            if !ok {
+                return Err(ConfigError::new(
+                    format!("{path}.reply_url"),
+                    format!("`{u}` is not an http(s) URL"),
+                ));
+            }
+        }
+        if c.reply_timeout_ms == 0 || c.reply_timeout_ms > 120_000 {
+            return Err(ConfigError::new(
+                format!("{path}.reply_timeout_ms"),
+                "must be between 1 and 120000",
+            ));
+        }
+        check_pointer(format!("{path}.reply_id"), &c.reply_id)?;
         Ok(Settings {
+            reply_url: c.reply_url,
+            reply_timeout_ms: c.reply_timeout_ms,
+            reply_id: c.reply_id,
             connector_id: id.to_string(),
             secret,
             signature_header,

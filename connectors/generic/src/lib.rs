@@ -4,11 +4,12 @@
 
 mod config;
 mod normalize;
+mod send;
 mod webhook;
 
 use std::sync::Arc;
 
-use switchboard_core::{ConfigResult, Connector, Env, Normalizer, WebhookIngress};
+use switchboard_core::{ConfigResult, Connector, Env, Normalizer, Outbound, WebhookIngress};
 
 pub use config::{GenericConfig, Mapping};
 
@@ -16,17 +17,30 @@ pub use config::{GenericConfig, Mapping};
 pub struct Generic {
     webhook: webhook::GenericWebhook,
     normalizer: normalize::GenericNormalizer,
+    outbound: Option<send::GenericOutbound>,
 }
 
 /// Builds a generic connector from its config table; `path` names it in errors
 /// (`connectors[0]`). No I/O beyond reading `_env` variables.
 pub fn build(id: &str, path: &str, table: toml::Value, env: Env<'_>) -> ConfigResult<Generic> {
     let settings = Arc::new(config::Settings::from_table(id, path, table, env)?);
+    let outbound = match &settings.reply_url {
+        Some(url) => Some(send::GenericOutbound {
+            s: settings.clone(),
+            url: url.clone(),
+            client: switchboard_core::http_client::client(std::time::Duration::from_millis(
+                settings.reply_timeout_ms,
+            ))
+            .map_err(|e| switchboard_core::ConfigError::new(format!("{path}.reply_url"), e))?,
+        }),
+        None => None,
+    };
     Ok(Generic {
         webhook: webhook::GenericWebhook {
             s: settings.clone(),
         },
         normalizer: normalize::GenericNormalizer { s: settings },
+        outbound,
     })
 }
 
@@ -39,5 +53,8 @@ impl Connector for Generic {
     }
     fn webhook(&self) -> Option<&dyn WebhookIngress> {
         Some(&self.webhook)
+    }
+    fn outbound(&self) -> Option<&dyn Outbound> {
+        self.outbound.as_ref().map(|o| o as &dyn Outbound)
     }
 }

@@ -97,6 +97,24 @@ impl Normalizer for GenericNormalizer {
         });
 
         let mut out = Vec::new();
+        let status = self.get(&json, &m.status).map(|s| s.to_lowercase());
+        let message_id = self.get(&json, &m.message_id);
+        if let (Some(status), Some(message_id)) = (&status, &message_id) {
+            if self.get(&json, &m.text).is_none() {
+                out.push(NormalizedEvent {
+                    channel: self.s.channel.clone(),
+                    direction: Direction::Outbound,
+                    thread_key: thread,
+                    claims: Vec::new(),
+                    occurred_at,
+                    body: EventBody::Status {
+                        message_id: message_id.clone(),
+                        status: status.clone(),
+                    },
+                });
+                return Ok(out);
+            }
+        }
         if let Some(text) = self.get(&json, &m.text) {
             out.push(NormalizedEvent {
                 channel: self.s.channel.clone(),
@@ -107,7 +125,7 @@ impl Normalizer for GenericNormalizer {
                 claims: claims.clone(),
                 occurred_at,
                 body: EventBody::Message {
-                    message_id: self.get(&json, &m.message_id),
+                    message_id,
                     text,
                     attachments: Vec::new(),
                 },
