@@ -26,6 +26,7 @@ pub struct Application {
     pipeline: Arc<Pipeline>,
     sender: Arc<Sender>,
     outbound_enabled: bool,
+    stopping: watch::Sender<bool>,
 }
 
 /// Builds the connector registry and the claim normaliser from settings (no I/O).
@@ -91,13 +92,17 @@ impl Application {
             .await
             .with_context(|| format!("binding server.listen {}", settings.server.listen))?;
         let outbound_wake = Arc::new(Notify::new());
-        let sender = Arc::new(Sender::new(
-            store.clone(),
-            registry.clone(),
-            settings.outbound.clone(),
-            metrics.clone(),
-            outbound_wake.clone(),
-        ));
+        let sender = Arc::new(
+            Sender::new(
+                store.clone(),
+                registry.clone(),
+                settings.outbound.clone(),
+                metrics.clone(),
+                outbound_wake.clone(),
+            )
+            .with_event_retention(settings.events.retention_hours),
+        );
+        let (stopping_tx, stopping_rx) = watch::channel(false);
         let state = AppState {
             store,
             registry,
@@ -106,6 +111,7 @@ impl Application {
             claims,
             max_body_bytes: settings.server.max_body_bytes,
             outbound_wake,
+            stopping: stopping_rx,
         };
         Ok(Application {
             listener,
@@ -114,6 +120,7 @@ impl Application {
             pipeline,
             sender,
             outbound_enabled: settings.outbound.enabled,
+            stopping: stopping_tx,
         })
     }
 
@@ -146,6 +153,7 @@ impl Application {
             pipeline,
             sender,
             outbound_enabled,
+            stopping,
         } = self;
         let store = state.store.clone();
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -155,6 +163,10 @@ impl Application {
         let sending = outbound_enabled.then(|| tokio::spawn(sender.clone().run(stop_rx)));
         tracing::info!(addr = %listener.local_addr()?, backend = ?store.backend(), connectors = state.registry.len(), "switchboard listening");
         let app = router(state);
+        let shutdown = async move {
+            shutdown.await;
+            let _ = stopping.send(true);
+        };
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await?;

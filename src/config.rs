@@ -22,6 +22,8 @@ pub struct Settings {
     #[serde(default)]
     pub outbound: OutboundSettings,
     #[serde(default)]
+    pub events: EventsSettings,
+    #[serde(default)]
     pub identity: IdentitySettings,
     #[serde(default)]
     pub auth: AuthSettings,
@@ -118,6 +120,21 @@ impl Default for PipelineSettings {
             max_backoff_ms: 300_000,
             lease_secs: 60,
             idle_poll_ms: 250,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsSettings {
+    /// How long events are kept for SSE resumption (Last-Event-ID) and webhook delivery.
+    pub retention_hours: u64,
+}
+
+impl Default for EventsSettings {
+    fn default() -> Self {
+        Self {
+            retention_hours: 72,
         }
     }
 }

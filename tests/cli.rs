@@ -119,7 +119,7 @@ fn migrate_replay_and_jobs_run_against_the_configured_database() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("[1, 2"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("[1, 2, 3"));
     let out = bin()
         .arg("--config")
         .arg(&path)

@@ -25,6 +25,8 @@ pub fn routes() -> Router<AppState> {
         .route("/customers", get(list_customers))
         .route("/customers/{id}", get(get_customer))
         .route("/customers/{id}/timeline", get(customer_timeline))
+        .route("/search", get(super::search::search))
+        .route("/events", get(super::events::events))
         .merge(super::admin::routes())
         .merge(super::inbox::routes())
 }

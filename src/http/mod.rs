@@ -2,10 +2,12 @@
 
 pub mod admin;
 pub mod api;
+pub mod events;
 pub mod extract;
 pub mod inbox;
 pub mod ops;
 pub mod problem;
+pub mod search;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -29,6 +31,9 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Wakes the sender worker when a reply is queued, so it leaves at once.
     pub outbound_wake: Arc<tokio::sync::Notify>,
+    /// Turns true when shutdown starts: endless responses (SSE) end, so graceful shutdown
+    /// does not wait for them forever.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 pub fn router(state: AppState) -> Router {

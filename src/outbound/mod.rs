@@ -26,6 +26,8 @@ pub struct Sender {
     metrics: Arc<Metrics>,
     limiters: HashMap<String, Arc<DefaultDirectRateLimiter>>,
     pub wake: Arc<Notify>,
+    /// Housekeeping rides on this loop: events older than this are pruned.
+    pub event_retention_hours: u64,
 }
 
 fn limiter(rate_per_sec: f64, burst: u32) -> DefaultDirectRateLimiter {
@@ -60,7 +62,13 @@ impl Sender {
             metrics,
             limiters,
             wake,
+            event_retention_hours: 72,
         }
+    }
+
+    pub fn with_event_retention(mut self, hours: u64) -> Sender {
+        self.event_retention_hours = hours;
+        self
     }
 
     /// Runs until `shutdown`; sends in flight finish (each is bounded by the send timeout).
@@ -81,6 +89,10 @@ impl Sender {
                 }
                 if let Err(e) = self.store.reopen_due_snoozes(now).await {
                     tracing::warn!(error = %e, "snooze sweep failed");
+                }
+                let keep_ms = (self.event_retention_hours * 3_600_000) as i64;
+                if let Err(e) = self.store.prune_events(now - keep_ms).await {
+                    tracing::warn!(error = %e, "event pruning failed");
                 }
             }
             let free = permits.available_permits();

@@ -190,6 +190,7 @@ impl Pipeline {
                         }
                     }
                     prepared.push(PreparedEvent {
+                        replay: job.replay,
                         job_id: job.id,
                         raw_event_id: raw.id,
                         connector_id: raw.connector_id.clone(),

@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 use sqlx::{QueryBuilder, Row};
 use switchboard_core::{Direction, EventBody, NormalizedEvent};
 
+use super::events::append_event;
 use super::inbox::{insert_entry, load_conv};
 use super::outbound::apply_status;
 use super::{begin_write, now_ms, with_pool, Pools, Store, CHUNK};
@@ -15,6 +16,8 @@ use crate::pipeline::identity::{self, conversation_key, identity_key, EventClaim
 #[derive(Debug, Clone)]
 pub struct PreparedEvent {
     pub job_id: i64,
+    /// From `switchboard replay`: rewrites entries without announcing them again.
+    pub replay: bool,
     pub raw_event_id: i64,
     pub connector_id: String,
     pub items: Vec<NormalizedEvent>,
@@ -207,6 +210,15 @@ impl Store {
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
+                let payload = serde_json::json!({ "survivor_id": m.survivor_id, "merged_id": m.merged_id, "actor": "pipeline", "evidence": evidence });
+                append_event!(
+                    tx,
+                    "customer.merged",
+                    None::<&str>,
+                    Some(m.survivor_id.as_str()),
+                    payload,
+                    now
+                );
             }
             for (customer, name) in &plan.names {
                 sqlx::query("UPDATE customers SET display_name = $1, updated_at = $2 WHERE id = $3 AND display_name IS NULL")
@@ -282,6 +294,7 @@ impl Store {
                 })
                 .collect();
             stats.entries = rows.len();
+            let mut entry_ids: HashMap<(i64, i64), i64> = HashMap::new();
             for chunk in rows.chunks(CHUNK) {
                 let mut qb = QueryBuilder::new(
                     "INSERT INTO timeline_entries (raw_event_id, item_index, customer_id, conversation_id, connector_id, channel, kind, direction, occurred_at, body, created_at) ",
@@ -305,9 +318,42 @@ impl Store {
                 qb.push(
                     " ON CONFLICT (raw_event_id, item_index) DO UPDATE SET kind = excluded.kind, \
                      direction = excluded.direction, channel = excluded.channel, \
-                     occurred_at = excluded.occurred_at, body = excluded.body",
+                     occurred_at = excluded.occurred_at, body = excluded.body \
+                     RETURNING id, raw_event_id, item_index",
                 );
-                qb.build().execute(&mut *tx).await?;
+                for r in qb.build().fetch_all(&mut *tx).await? {
+                    let raw: i64 = r.try_get(1)?;
+                    let idx: i64 = r.try_get(2)?;
+                    entry_ids.insert((raw, idx), r.try_get::<i64, _>(0)?);
+                }
+            }
+            // Announce new messages (a replay rewrites history quietly).
+            for (n, customer, conv) in &rows {
+                let (ev, idx, item) = flat[*n];
+                if ev.replay || !matches!(item.body, EventBody::Message { .. }) {
+                    continue;
+                }
+                let Some(entry_id) = entry_ids.get(&(ev.raw_event_id, idx as i64)) else {
+                    continue;
+                };
+                let payload = serde_json::json!({
+                    "entry_id": entry_id,
+                    "conversation_id": conv,
+                    "customer_id": customer,
+                    "connector_id": ev.connector_id,
+                    "channel": item.channel,
+                    "direction": item.direction.as_str(),
+                    "occurred_at": crate::store::model::rfc3339(item.occurred_at),
+                    "body": item.body,
+                });
+                append_event!(
+                    tx,
+                    "message.created",
+                    *conv,
+                    Some(customer.as_str()),
+                    payload,
+                    now
+                );
             }
 
             // A merged thread's messages land in the survivor, which shows the activity; a

@@ -26,8 +26,8 @@ pub struct AgentPatch {
 
 /// Inserts a timeline entry made by a person or the hub (no raw event) into a conversation.
 macro_rules! insert_entry {
-    ($tx:expr, $conv:expr, $kind:expr, $direction:expr, $body:expr, $actor:expr, $outbound:expr, $now:expr) => {
-        sqlx::query(
+    ($tx:expr, $conv:expr, $kind:expr, $direction:expr, $body:expr, $actor:expr, $outbound:expr, $now:expr) => {{
+        let entry_id = sqlx::query(
             "INSERT INTO timeline_entries (raw_event_id, item_index, customer_id, conversation_id, connector_id, channel, kind, direction, occurred_at, body, created_at, actor, outbound_id) \
              VALUES (NULL, 0, $1, $2, $3, $4, $5, $6, $7, $8, $7, $9, $10) RETURNING id",
         )
@@ -43,8 +43,22 @@ macro_rules! insert_entry {
         .bind($outbound)
         .fetch_one(&mut *$tx)
         .await?
-        .try_get::<i64, _>(0)?
-    };
+        .try_get::<i64, _>(0)?;
+        let kind: &str = $kind;
+        let event = if kind == "message" { "message.created" } else { "conversation.updated" };
+        let payload = serde_json::json!({
+            "entry_id": entry_id,
+            "conversation_id": $conv.id,
+            "customer_id": $conv.canonical_customer_id,
+            "kind": kind,
+            "direction": $direction,
+            "actor": $actor,
+            "outbound_id": $outbound,
+            "body": $body,
+        });
+        crate::store::events::append_event!($tx, event, Some($conv.id.as_str()), Some($conv.canonical_customer_id.as_str()), payload, $now);
+        entry_id
+    }};
 }
 pub(crate) use insert_entry;
 

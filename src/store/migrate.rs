@@ -25,6 +25,18 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0002_inbox.sql"),
         postgres: include_str!("../../migrations/postgres/0002_inbox.sql"),
     },
+    Migration {
+        version: 3,
+        name: "search",
+        sqlite: include_str!("../../migrations/sqlite/0003_search.sql"),
+        postgres: include_str!("../../migrations/postgres/0003_search.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "events",
+        sqlite: include_str!("../../migrations/sqlite/0005_events.sql"),
+        postgres: include_str!("../../migrations/postgres/0005_events.sql"),
+    },
 ];
 
 impl Store {

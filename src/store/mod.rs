@@ -9,11 +9,13 @@
 
 mod apply;
 pub mod error;
+pub mod events;
 pub mod inbox;
 mod migrate;
 pub mod model;
 pub mod outbound;
 mod read;
+mod search;
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -29,10 +31,12 @@ use switchboard_core::StoredEvent;
 
 pub use apply::{ApplyStats, PreparedEvent};
 pub use error::StoreError;
+pub use events::{EventRecord, EVENT_KINDS};
 pub use inbox::{AgentPatch, ConversationPatch};
 pub use model::*;
 pub use outbound::SendOutcome;
 pub use read::{ConversationFilter, CustomerQuery};
+pub use search::{SearchFilter, SearchHit, SearchTerms};
 
 use crate::config::{DatabaseSettings, SqliteSync};
 
@@ -278,12 +282,12 @@ impl Store {
                 "UPDATE jobs SET state = 'running', attempts = attempts + 1, locked_until = $1 \
                  WHERE id IN (SELECT id FROM jobs WHERE state = 'queued' AND run_at <= $2 \
                  ORDER BY run_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) \
-                 RETURNING id, raw_event_id, attempts"
+                 RETURNING id, raw_event_id, attempts, kind"
             } else {
                 "UPDATE jobs SET state = 'running', attempts = attempts + 1, locked_until = $1 \
                  WHERE id IN (SELECT id FROM jobs WHERE state = 'queued' AND run_at <= $2 \
                  ORDER BY run_at, id LIMIT $3) \
-                 RETURNING id, raw_event_id, attempts"
+                 RETURNING id, raw_event_id, attempts, kind"
             };
             let rows = sqlx::query(sql)
                 .bind(now + lease_ms)
@@ -297,6 +301,7 @@ impl Store {
                         id: r.try_get(0)?,
                         raw_event_id: r.try_get(1)?,
                         attempts: r.try_get(2)?,
+                        replay: r.try_get::<String, _>(3)? == "replay",
                     })
                 })
                 .collect::<Result<Vec<_>, sqlx::Error>>()?
@@ -423,7 +428,7 @@ impl Store {
         with_pool!(self, write, |pool, pg| {
             let r = sqlx::query(
                 "INSERT INTO jobs (kind, raw_event_id, state, attempts, run_at, created_at) \
-                 SELECT 'normalize', id, 'queued', 0, $1, $1 FROM raw_events \
+                 SELECT 'replay', id, 'queued', 0, $1, $1 FROM raw_events \
                  WHERE connector_id = $2 AND received_at >= $3 ORDER BY id",
             )
             .bind(now)

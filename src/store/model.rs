@@ -27,6 +27,8 @@ pub struct ClaimedJob {
     pub id: i64,
     pub raw_event_id: i64,
     pub attempts: i64,
+    /// A replay re-normalises history: it must not announce old messages as new.
+    pub replay: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -9,6 +9,28 @@ use super::inbox::{insert_entry, load_conv};
 use super::model::*;
 use super::{begin_write, now_ms, with_pool, Pools, Store};
 
+/// Appends an `outbound.status` event with the message's current state.
+macro_rules! announce {
+    ($tx:expr, $id:expr, $now:expr) => {{
+        let r = sqlx::query("SELECT o.conversation_id, o.state, o.error, o.provider_message_id, c.canonical_id FROM outbound_messages o \
+             JOIN conversations v ON v.id = o.conversation_id JOIN customers c ON c.id = v.customer_id WHERE o.id = $1")
+            .bind($id)
+            .fetch_one(&mut *$tx)
+            .await?;
+        let conversation: String = r.try_get(0)?;
+        let customer: String = r.try_get(4)?;
+        let payload = serde_json::json!({
+            "message_id": $id,
+            "conversation_id": conversation,
+            "state": r.try_get::<String, _>(1)?,
+            "error": r.try_get::<Option<String>, _>(2)?,
+            "provider_message_id": r.try_get::<Option<String>, _>(3)?,
+        });
+        crate::store::events::append_event!($tx, "outbound.status", Some(conversation.as_str()), Some(customer.as_str()), payload, $now);
+    }};
+}
+pub(crate) use announce;
+
 const OUT_COLS: &str = "id, conversation_id, connector_id, thread_key, text, attachments, idempotency_key, state, attempts, provider_message_id, error, next_attempt_at, created_by, created_at, updated_at";
 
 macro_rules! outbound_from_row {
@@ -236,7 +258,11 @@ impl Store {
                 SendOutcome::Retry { error, .. } => q.bind(error.as_str()),
                 _ => q,
             };
-            q.execute(pool).await?;
+            let mut tx = begin_write!(pool, pg)?;
+            if q.execute(&mut *tx).await?.rows_affected() > 0 {
+                announce!(tx, id, now);
+            }
+            tx.commit().await?;
         });
         Ok(())
     }
@@ -278,11 +304,14 @@ impl Store {
                     format!("only a failed message can be retried; this one is {state}"),
                 ));
             }
+            let mut tx = begin_write!(pool, pg)?;
             sqlx::query("UPDATE outbound_messages SET state = 'queued', next_attempt_at = $1, attempts = 0, updated_at = $1 WHERE id = $2 AND state = 'failed'")
                 .bind(now)
                 .bind(id)
-                .execute(pool)
+                .execute(&mut *tx)
                 .await?;
+            announce!(tx, id, now);
+            tx.commit().await?;
         });
         self.get_outbound(id)
             .await?
@@ -329,8 +358,18 @@ macro_rules! apply_status {
             for s in allowed {
                 sep.push_bind(*s);
             }
-            qb.push(")");
-            qb.build().execute(&mut *$tx).await?.rows_affected() > 0
+            qb.push(") RETURNING id");
+            let moved: Vec<String> = qb
+                .build()
+                .fetch_all(&mut *$tx)
+                .await?
+                .iter()
+                .map(|r| r.try_get::<String, _>(0))
+                .collect::<Result<_, _>>()?;
+            for id in &moved {
+                crate::store::outbound::announce!($tx, id.as_str(), $now);
+            }
+            !moved.is_empty()
         }
     }};
 }

@@ -1,0 +1,157 @@
+//! `GET /api/v1/search`: full-text search over every message, note and customer, ranked and
+//! highlighted. Any role may search.
+//!
+//! `q` accepts words (all must match), "quoted phrases", `OR` between two terms and `-word` or
+//! `NOT word` to exclude; anything else in it is just text, so no query is an error once it has
+//! 1 to 200 characters. Filters: `status` and `connector` (of the conversation / entry; results are then
+//! timeline entries only), `customer` (any id of the customer, aliases included). Results are
+//! paged by an opaque cursor holding an offset (relevance order has no stable keyset); a cursor
+//! only fits the search that produced it.
+
+use std::collections::HashMap;
+
+use axum::extract::{Query, State};
+use axum::Json;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+
+use super::api::{Page, Principal};
+use super::problem::Problem;
+use super::AppState;
+use crate::store::{SearchFilter, SearchHit, SearchTerms};
+
+const DEFAULT_LIMIT: i64 = 50;
+const MAX_LIMIT: i64 = 200;
+const MAX_QUERY_CHARS: usize = 200;
+const STATUSES: &[&str] = &["open", "pending", "snoozed", "resolved"];
+const PARAMS: &[&str] = &["q", "status", "connector", "customer", "limit", "cursor"];
+
+pub async fn search(
+    _p: Principal,
+    State(s): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Page<SearchHit>>, Problem> {
+    if let Some(k) = q.keys().find(|k| !PARAMS.contains(&k.as_str())) {
+        return Err(Problem::bad_request(
+            "unknown_parameter",
+            format!(
+                "unknown query parameter `{k}`; allowed: {}",
+                PARAMS.join(", ")
+            ),
+        ));
+    }
+    let text = q.get("q").map(|t| t.trim()).unwrap_or("");
+    let chars = text.chars().count();
+    if chars == 0 || chars > MAX_QUERY_CHARS {
+        return Err(Problem::bad_request(
+            "invalid_query",
+            format!("q must be 1 to {MAX_QUERY_CHARS} characters"),
+        ));
+    }
+    let status = q.get("status").filter(|v| !v.is_empty()).cloned();
+    if let Some(st) = &status {
+        if !STATUSES.contains(&st.as_str()) {
+            return Err(Problem::bad_request(
+                "invalid_status",
+                "status must be one of open, pending, snoozed, resolved",
+            ));
+        }
+    }
+    let connector = q.get("connector").filter(|v| !v.is_empty()).cloned();
+    let customer = q.get("customer").filter(|v| !v.is_empty()).cloned();
+    let limit = match q.get("limit") {
+        None => DEFAULT_LIMIT,
+        Some(v) => v
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=MAX_LIMIT).contains(n))
+            .ok_or_else(|| {
+                Problem::bad_request(
+                    "invalid_limit",
+                    format!("limit must be an integer from 1 to {MAX_LIMIT}"),
+                )
+            })?,
+    };
+    let fingerprint = fingerprint(&[
+        text,
+        status.as_deref().unwrap_or(""),
+        connector.as_deref().unwrap_or(""),
+        customer.as_deref().unwrap_or(""),
+    ]);
+    let offset = match q.get("cursor").filter(|c| !c.is_empty()) {
+        None => 0,
+        Some(c) => decode_cursor(c, fingerprint)
+            .map_err(|detail| Problem::bad_request("invalid_cursor", detail))?,
+    };
+
+    let empty = || {
+        Json(Page {
+            items: Vec::new(),
+            next_cursor: None,
+        })
+    };
+    let terms = SearchTerms::parse(text);
+    if terms.is_empty() {
+        return Ok(empty());
+    }
+    let customer_id = match customer {
+        None => None,
+        // An alias (merged) id searches its survivor; an unknown id matches nothing.
+        Some(id) => match s.store.canonical_customer(&id).await? {
+            Some(canonical) => Some(canonical),
+            None => return Ok(empty()),
+        },
+    };
+    let mut items = s
+        .store
+        .search(
+            &terms,
+            &SearchFilter {
+                status,
+                connector_id: connector,
+                customer_id,
+                offset,
+                limit: limit + 1,
+            },
+        )
+        .await?;
+    let next_cursor = (items.len() as i64 > limit).then(|| {
+        items.truncate(limit as usize);
+        encode_cursor(offset + limit, fingerprint)
+    });
+    Ok(Json(Page { items, next_cursor }))
+}
+
+/// FNV-1a over the search's inputs: ties a cursor to the search it came from.
+fn fingerprint(parts: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for b in p.bytes().chain([0xff]) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+fn encode_cursor(offset: i64, fingerprint: u64) -> String {
+    URL_SAFE_NO_PAD.encode(format!("s:{offset}:{fingerprint:016x}"))
+}
+
+/// The offset in a cursor; the error is the problem's detail.
+fn decode_cursor(c: &str, fingerprint: u64) -> Result<i64, &'static str> {
+    let bad = || "cursor is not one this API returned";
+    let raw = URL_SAFE_NO_PAD.decode(c).map_err(|_| bad())?;
+    let s = String::from_utf8(raw).map_err(|_| bad())?;
+    let mut parts = s.split(':');
+    let (Some("s"), Some(offset), Some(fp), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad());
+    };
+    let offset: i64 = offset.parse().ok().filter(|o| *o >= 0).ok_or_else(bad)?;
+    if fp != format!("{fingerprint:016x}") {
+        return Err("cursor belongs to a different search (q and filters must stay the same)");
+    }
+    Ok(offset)
+}
