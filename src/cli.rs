@@ -55,6 +55,8 @@ pub enum Command {
         #[arg(long, value_name = "RFC3339")]
         since: Option<String>,
     },
+    /// Print the API's OpenAPI 3.1 document (also served at /api/v1/openapi.json).
+    Openapi,
     /// Inspect the job queue.
     Jobs {
         /// List jobs parked as dead, with their last error.

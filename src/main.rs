@@ -61,12 +61,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         );
     }
 
+    if let Command::Openapi = &cli.command {
+        println!("{}", switchboard::http::openapi().to_pretty_json()?);
+        return Ok(ExitCode::SUCCESS);
+    }
     let settings = load(&cli, None)?;
     let format = cli.log_format.unwrap_or(settings.log.format);
     telemetry::init(format, &settings.log.level);
 
     match cli.command {
-        Command::CheckConfig { .. } => unreachable!("handled above"),
+        Command::CheckConfig { .. } | Command::Openapi => unreachable!("handled above"),
         Command::Serve => {
             let print_dev_token = settings.auth.print_dev_token;
             let app = Application::build(settings).await?;

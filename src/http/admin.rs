@@ -2,11 +2,12 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, get, patch};
-use axum::{Json, Router};
+use axum::Json;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::api::{limit, reject_unknown, Page, Params, Principal};
 use super::extract::ValidJson;
@@ -16,12 +17,12 @@ use crate::auth::{generate_token, hash_token, Role};
 use crate::domain::EmailAddress;
 use crate::store::{Agent, AgentPatch, TokenInfo};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/agents", get(list_agents).post(create_agent))
-        .route("/agents/{id}", patch(update_agent).get(get_agent))
-        .route("/tokens", get(list_tokens).post(create_token))
-        .route("/tokens/{id}", delete(revoke_token))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_agents, create_agent))
+        .routes(routes!(get_agent, update_agent))
+        .routes(routes!(list_tokens, create_token))
+        .routes(routes!(revoke_token))
 }
 
 fn role(field: &str, r: &str) -> Result<Role, Problem> {
@@ -71,7 +72,7 @@ pub(super) fn keyset_page<T>(mut rows: Vec<T>, limit: i64, key: impl Fn(&T) -> S
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewAgent {
     name: String,
@@ -79,6 +80,20 @@ struct NewAgent {
     role: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/agents",
+    tag = "agents",
+    summary = "Create an agent (admin)",
+    request_body = NewAgent,
+    responses(
+        (status = 201, description = "created", body = Agent),
+        (status = 401, description = "missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "needs an admin token", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "conflict", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "a field is invalid", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn create_agent(
     p: Principal,
     State(s): State<AppState>,
@@ -97,6 +112,22 @@ async fn create_agent(
     Ok((StatusCode::CREATED, Json(agent)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/agents",
+    tag = "agents",
+    summary = "List agents (admin)",
+    params(
+        ("limit" = Option<i64>, Query, description = "1 to 200, default 50"),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "a page of agents", body = Page<Agent>),
+        (status = 400, description = "bad request", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "needs an admin token", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn list_agents(
     p: Principal,
     State(s): State<AppState>,
@@ -112,6 +143,21 @@ async fn list_agents(
     Ok(Json(keyset_page(rows, limit, |a| a.id.clone())))
 }
 
+#[utoipa::path(
+    get,
+    path = "/agents/{id}",
+    tag = "agents",
+    summary = "An agent (admin)",
+    params(
+        ("id" = String, Path, description = "agent id"),
+    ),
+    responses(
+        (status = 200, description = "the agent", body = Agent),
+        (status = 401, description = "missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "needs an admin token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not found", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn get_agent(
     p: Principal,
     State(s): State<AppState>,
@@ -126,7 +172,7 @@ async fn get_agent(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AgentChange {
     name: Option<String>,
@@ -134,6 +180,23 @@ struct AgentChange {
     active: Option<bool>,
 }
 
+#[utoipa::path(
+    patch,
+    path = "/agents/{id}",
+    tag = "agents",
+    summary = "Change an agent; deactivation stops its tokens (admin)",
+    params(
+        ("id" = String, Path, description = "agent id"),
+    ),
+    request_body = AgentChange,
+    responses(
+        (status = 200, description = "the agent", body = Agent),
+        (status = 401, description = "missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "needs an admin token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not found", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "a field is invalid", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn update_agent(
     p: Principal,
     State(s): State<AppState>,
@@ -157,7 +220,7 @@ async fn update_agent(
     Ok(Json(s.store.update_agent(&id, &patch).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewToken {
     name: String,
@@ -167,7 +230,7 @@ struct NewToken {
     role: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct CreatedToken {
     #[serde(flatten)]
     info: TokenInfo,
@@ -175,6 +238,19 @@ struct CreatedToken {
     token: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/tokens",
+    tag = "tokens",
+    summary = "Create an API token, shown once (admin)",
+    request_body = NewToken,
+    responses(
+        (status = 201, description = "created; `token` is shown only now", body = CreatedToken),
+        (status = 401, description = "missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "needs an admin token", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "a field is invalid", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn create_token(
     p: Principal,
     State(s): State<AppState>,
@@ -218,6 +294,22 @@ async fn create_token(
     Ok((StatusCode::CREATED, Json(CreatedToken { info, token })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/tokens",
+    tag = "tokens",
+    summary = "List tokens without their secret (admin)",
+    params(
+        ("limit" = Option<i64>, Query, description = "1 to 200, default 50"),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "a page of tokens", body = Page<TokenInfo>),
+        (status = 400, description = "bad request", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "needs an admin token", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn list_tokens(
     p: Principal,
     State(s): State<AppState>,
@@ -233,6 +325,21 @@ async fn list_tokens(
     Ok(Json(keyset_page(rows, limit, |t| t.id.clone())))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/tokens/{id}",
+    tag = "tokens",
+    summary = "Revoke a token (admin)",
+    params(
+        ("id" = String, Path, description = "token id"),
+    ),
+    responses(
+        (status = 204, description = "revoked"),
+        (status = 401, description = "missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "needs an admin token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not found", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn revoke_token(
     p: Principal,
     State(s): State<AppState>,

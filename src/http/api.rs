@@ -4,31 +4,36 @@ use std::collections::HashMap;
 
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::Serialize;
 use switchboard_core::IdentityClaim;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::problem::Problem;
 use super::AppState;
 use crate::auth::{hash_token, Role};
 use crate::domain::{EmailAddress, Phone};
 use crate::pipeline::identity::identity_key;
-use crate::store::{ConversationFilter, CustomerQuery};
+use crate::store::{
+    Conversation, ConversationFilter, Customer, CustomerDetail, CustomerQuery, TimelineEntry,
+};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/conversations", get(list_conversations))
-        .route("/conversations/{id}", get(get_conversation))
-        .route("/customers", get(list_customers))
-        .route("/customers/{id}", get(get_customer))
-        .route("/customers/{id}/timeline", get(customer_timeline))
-        .route("/search", get(super::search::search))
-        .route("/events", get(super::events::events))
-        .merge(super::admin::routes())
-        .merge(super::inbox::routes())
+pub fn routes() -> OpenApiRouter<AppState> {
+    let mut r = OpenApiRouter::new()
+        .routes(routes!(list_conversations))
+        .routes(routes!(get_conversation))
+        .routes(routes!(list_customers))
+        .routes(routes!(get_customer))
+        .routes(routes!(customer_timeline))
+        .routes(routes!(super::events::events))
+        .routes(routes!(super::search::search));
+    for other in [super::admin::routes(), super::inbox::routes()] {
+        r = r.merge(other);
+    }
+    r
 }
 
 /// The caller, from `Authorization: Bearer <token>`.
@@ -89,7 +94,7 @@ impl FromRequestParts<AppState> for Principal {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct Page<T> {
     pub items: Vec<T>,
     pub next_cursor: Option<String>,
@@ -153,6 +158,25 @@ pub(super) fn reject_unknown(q: &HashMap<String, String>, allowed: &[&str]) -> R
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/conversations",
+    tag = "conversations",
+    summary = "List conversations, newest activity first",
+    params(
+        ("status" = Option<String>, Query, description = "open | pending | snoozed | resolved"),
+        ("connector" = Option<String>, Query, description = "connector id"),
+        ("assignee" = Option<String>, Query, description = "agent id, or none for unassigned"),
+        ("label" = Option<String>, Query),
+        ("limit" = Option<i64>, Query, description = "1 to 200, default 50"),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "a page of conversations", body = Page<Conversation>),
+        (status = 400, description = "bad request", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "missing or invalid token", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn list_conversations(
     _p: Principal,
     State(s): State<AppState>,
@@ -205,7 +229,7 @@ async fn list_conversations(
     }))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct ConversationWithMessages {
     #[serde(flatten)]
     conversation: crate::store::Conversation,
@@ -213,6 +237,23 @@ struct ConversationWithMessages {
     next_cursor: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/conversations/{id}",
+    tag = "conversations",
+    summary = "A conversation and its messages, by occurred_at then arrival",
+    params(
+        ("id" = String, Path, description = "conversation id"),
+        ("limit" = Option<i64>, Query, description = "1 to 200, default 50"),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "the conversation", body = ConversationWithMessages),
+        (status = 400, description = "bad request", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not found", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn get_conversation(
     _p: Principal,
     State(s): State<AppState>,
@@ -243,6 +284,24 @@ async fn get_conversation(
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/customers",
+    tag = "customers",
+    summary = "Find customers by email, phone or text",
+    params(
+        ("email" = Option<String>, Query),
+        ("phone" = Option<String>, Query, description = "any format; normalised to E.164"),
+        ("q" = Option<String>, Query, description = "substring of a name or identity"),
+        ("limit" = Option<i64>, Query, description = "1 to 200, default 50"),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "a page of customers", body = Page<Customer>),
+        (status = 400, description = "bad request", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "missing or invalid token", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn list_customers(
     _p: Principal,
     State(s): State<AppState>,
@@ -304,6 +363,20 @@ async fn list_customers(
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/customers/{id}",
+    tag = "customers",
+    summary = "A customer with every identity, its provenance, aliases and merges",
+    params(
+        ("id" = String, Path, description = "customer (an alias resolves to its survivor) id"),
+    ),
+    responses(
+        (status = 200, description = "the customer", body = CustomerDetail),
+        (status = 401, description = "missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not found", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn get_customer(
     _p: Principal,
     State(s): State<AppState>,
@@ -322,6 +395,23 @@ async fn get_customer(
     Ok(Json(detail))
 }
 
+#[utoipa::path(
+    get,
+    path = "/customers/{id}/timeline",
+    tag = "customers",
+    summary = "The customer timeline, newest first",
+    params(
+        ("id" = String, Path, description = "customer id"),
+        ("limit" = Option<i64>, Query, description = "1 to 200, default 50"),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "a page of timeline entries", body = Page<TimelineEntry>),
+        (status = 400, description = "bad request", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not found", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn customer_timeline(
     _p: Principal,
     State(s): State<AppState>,

@@ -29,6 +29,22 @@ struct Tail {
     stopping: tokio::sync::watch::Receiver<bool>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/events",
+    tag = "events",
+    summary = "Live events (Server-Sent Events); Last-Event-ID resumes without gaps",
+    params(
+        ("types" = Option<String>, Query, description = "comma-separated kinds: message.created, conversation.updated, outbound.status, customer.merged"),
+        ("Last-Event-ID" = Option<String>, Header, description = "resume after this event id"),
+        ("last_event_id" = Option<i64>, Query, description = "the same, for clients that cannot set headers"),
+    ),
+    responses(
+        (status = 200, description = "text/event-stream; each event has id, event (its kind) and data (JSON of EventRecord)", content_type = "text/event-stream", body = String),
+        (status = 400, description = "bad request", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "missing or invalid token", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn events(
     _p: Principal,
     State(s): State<AppState>,

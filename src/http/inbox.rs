@@ -3,38 +3,30 @@
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{delete, get, patch, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde::{Deserialize, Deserializer, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::admin::{keyset_after, keyset_page};
 use super::api::{limit, reject_unknown, Page, Params, Principal};
 use super::extract::ValidJson;
 use super::problem::Problem;
 use super::AppState;
-use crate::store::{ConversationPatch, OutboundMessageRow, SavedReply};
+use crate::store::{Conversation, ConversationPatch, OutboundMessageRow, SavedReply};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/conversations/{id}", patch(update_conversation))
-        .route("/conversations/{id}/labels", post(add_label))
-        .route("/conversations/{id}/labels/{label}", delete(remove_label))
-        .route("/conversations/{id}/notes", post(add_note))
-        .route("/conversations/{id}/merge", post(merge))
-        .route("/conversations/{id}/replies", post(reply))
-        .route(
-            "/conversations/{id}/messages/{message_id}",
-            get(get_message),
-        )
-        .route(
-            "/conversations/{id}/messages/{message_id}/retry",
-            post(retry),
-        )
-        .route("/saved-replies", get(list_saved).post(create_saved))
-        .route(
-            "/saved-replies/{id}",
-            patch(update_saved).delete(delete_saved),
-        )
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(update_conversation))
+        .routes(routes!(add_label))
+        .routes(routes!(remove_label))
+        .routes(routes!(add_note))
+        .routes(routes!(merge))
+        .routes(routes!(reply))
+        .routes(routes!(get_message))
+        .routes(routes!(retry))
+        .routes(routes!(list_saved, create_saved))
+        .routes(routes!(update_saved, delete_saved))
 }
 
 const STATUSES: &[&str] = &["open", "pending", "snoozed", "resolved"];
@@ -59,7 +51,7 @@ fn text(field: &str, v: &str, max: usize) -> Result<String, Problem> {
     Ok(t.to_string())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ConversationChange {
     status: Option<String>,
@@ -71,6 +63,23 @@ struct ConversationChange {
     priority: Option<String>,
 }
 
+#[utoipa::path(
+    patch,
+    path = "/conversations/{id}",
+    tag = "conversations",
+    summary = "Change status, snooze, assignee or priority",
+    params(
+        ("id" = String, Path, description = "conversation id"),
+    ),
+    request_body = ConversationChange,
+    responses(
+        (status = 200, description = "the conversation", body = Conversation),
+        (status = 401, description = "missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not found", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "conflict", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "a field is invalid", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn update_conversation(
     p: Principal,
     State(s): State<AppState>,
@@ -143,7 +152,7 @@ async fn update_conversation(
     Ok(Json(c))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct LabelBody {
     label: String,
@@ -161,6 +170,22 @@ fn label(v: &str) -> Result<String, Problem> {
     Ok(l)
 }
 
+#[utoipa::path(
+    post,
+    path = "/conversations/{id}/labels",
+    tag = "conversations",
+    summary = "Add a label",
+    params(
+        ("id" = String, Path, description = "conversation id"),
+    ),
+    request_body = LabelBody,
+    responses(
+        (status = 204, description = "labelled"),
+        (status = 401, description = "missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not found", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "a field is invalid", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn add_label(
     p: Principal,
     State(s): State<AppState>,
@@ -173,6 +198,22 @@ async fn add_label(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    delete,
+    path = "/conversations/{id}/labels/{label}",
+    tag = "conversations",
+    summary = "Remove a label",
+    params(
+        ("id" = String, Path, description = "conversation id"),
+        ("label" = String, Path),
+    ),
+    responses(
+        (status = 204, description = "removed"),
+        (status = 401, description = "missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not found", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "a field is invalid", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn remove_label(
     p: Principal,
     State(s): State<AppState>,
@@ -182,17 +223,33 @@ async fn remove_label(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NoteBody {
     text: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Created {
     id: i64,
 }
 
+#[utoipa::path(
+    post,
+    path = "/conversations/{id}/notes",
+    tag = "conversations",
+    summary = "Add a private note (never sent to the customer)",
+    params(
+        ("id" = String, Path, description = "conversation id"),
+    ),
+    request_body = NoteBody,
+    responses(
+        (status = 201, description = "the timeline entry", body = Created),
+        (status = 401, description = "missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not found", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "a field is invalid", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn add_note(
     p: Principal,
     State(s): State<AppState>,
@@ -206,12 +263,29 @@ async fn add_note(
     Ok((StatusCode::CREATED, Json(Created { id: entry })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct MergeBody {
     other: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/conversations/{id}/merge",
+    tag = "conversations",
+    summary = "Merge another conversation of the same customer into this one",
+    params(
+        ("id" = String, Path, description = "conversation id"),
+    ),
+    request_body = MergeBody,
+    responses(
+        (status = 200, description = "the surviving conversation", body = Conversation),
+        (status = 401, description = "missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not found", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "conflict", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "a field is invalid", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn merge(
     p: Principal,
     State(s): State<AppState>,
@@ -230,7 +304,7 @@ async fn merge(
     Ok(Json(c))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ReplyBody {
     text: String,
@@ -240,6 +314,25 @@ struct ReplyBody {
 
 /// `POST …/replies`: 202 with the message `queued`; the sender worker delivers it. The same
 /// `Idempotency-Key` and body give back the same message, never a second send.
+#[utoipa::path(
+    post,
+    path = "/conversations/{id}/replies",
+    tag = "replies",
+    summary = "Reply through the channel; 202 with the message queued",
+    params(
+        ("id" = String, Path, description = "conversation id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "same key and body: the same message, never a second send; same key, other body: 422"),
+    ),
+    request_body = ReplyBody,
+    responses(
+        (status = 202, description = "queued (or the message this key already made)", body = OutboundMessageRow),
+        (status = 400, description = "bad request", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not found", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "conflict", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "a field is invalid", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn reply(
     p: Principal,
     State(s): State<AppState>,
@@ -302,6 +395,21 @@ async fn reply(
     Ok((StatusCode::ACCEPTED, Json(msg)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/conversations/{id}/messages/{message_id}",
+    tag = "replies",
+    summary = "An outbound message and its delivery state",
+    params(
+        ("id" = String, Path, description = "conversation id"),
+        ("message_id" = String, Path),
+    ),
+    responses(
+        (status = 200, description = "the message", body = OutboundMessageRow),
+        (status = 401, description = "missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not found", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn get_message(
     _p: Principal,
     State(s): State<AppState>,
@@ -316,6 +424,22 @@ async fn get_message(
     Ok(Json(m))
 }
 
+#[utoipa::path(
+    post,
+    path = "/conversations/{id}/messages/{message_id}/retry",
+    tag = "replies",
+    summary = "Queue a failed message again",
+    params(
+        ("id" = String, Path, description = "conversation id"),
+        ("message_id" = String, Path),
+    ),
+    responses(
+        (status = 202, description = "queued", body = OutboundMessageRow),
+        (status = 401, description = "missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not found", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "conflict", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn retry(
     _p: Principal,
     State(s): State<AppState>,
@@ -326,20 +450,33 @@ async fn retry(
     Ok((StatusCode::ACCEPTED, Json(m)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SavedBody {
     name: String,
     text: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SavedChange {
     name: Option<String>,
     text: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/saved-replies",
+    tag = "saved-replies",
+    summary = "Create a saved reply",
+    request_body = SavedBody,
+    responses(
+        (status = 201, description = "created", body = SavedReply),
+        (status = 401, description = "missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "conflict", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "a field is invalid", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn create_saved(
     p: Principal,
     State(s): State<AppState>,
@@ -356,6 +493,21 @@ async fn create_saved(
     Ok((StatusCode::CREATED, Json(r)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/saved-replies",
+    tag = "saved-replies",
+    summary = "List saved replies",
+    params(
+        ("limit" = Option<i64>, Query, description = "1 to 200, default 50"),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "a page of saved replies", body = Page<SavedReply>),
+        (status = 400, description = "bad request", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "missing or invalid token", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn list_saved(
     _p: Principal,
     State(s): State<AppState>,
@@ -370,6 +522,23 @@ async fn list_saved(
     Ok(Json(keyset_page(rows, limit, |r| r.name.clone())))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/saved-replies/{id}",
+    tag = "saved-replies",
+    summary = "Change a saved reply",
+    params(
+        ("id" = String, Path, description = "saved reply id"),
+    ),
+    request_body = SavedChange,
+    responses(
+        (status = 200, description = "the saved reply", body = SavedReply),
+        (status = 401, description = "missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not found", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "conflict", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "a field is invalid", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn update_saved(
     _p: Principal,
     State(s): State<AppState>,
@@ -393,6 +562,20 @@ async fn update_saved(
     ))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/saved-replies/{id}",
+    tag = "saved-replies",
+    summary = "Delete a saved reply",
+    params(
+        ("id" = String, Path, description = "saved reply id"),
+    ),
+    responses(
+        (status = 204, description = "deleted"),
+        (status = 401, description = "missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not found", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn delete_saved(
     _p: Principal,
     State(s): State<AppState>,

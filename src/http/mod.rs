@@ -36,13 +36,67 @@ pub struct AppState {
     pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
+/// The OpenAPI 3.1 document's frame; every path comes from the handlers' own annotations
+/// as they are registered (utoipa-axum), so the document cannot miss a route.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "Switchboard API", description = "The inbox API of the Switchboard omnichannel hub. Errors are application/problem+json (RFC 9457) with a stable `code`; lists are keyset-paginated with `next_cursor`."),
+    modifiers(&BearerAuth)
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+        };
+        openapi.info.version = env!("CARGO_PKG_VERSION").to_string();
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        openapi.security = Some(vec![SecurityRequirement::new(
+            "bearer",
+            Vec::<String>::new(),
+        )]);
+    }
+}
+
+/// The API's OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    use utoipa::OpenApi;
+    utoipa_axum::router::OpenApiRouter::<AppState>::with_openapi(ApiDoc::openapi())
+        .nest("/api/v1", api::routes())
+        .into_openapi()
+}
+
 pub fn router(state: AppState) -> Router {
+    use utoipa::OpenApi;
+    let (api, doc) = utoipa_axum::router::OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .nest("/api/v1", api::routes())
+        .split_for_parts();
+    let doc: Arc<str> = doc.to_json().unwrap_or_default().into();
     Router::new()
         .route("/webhooks/{connector_id}", any(webhooks::receive))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
-        .nest("/api/v1", api::routes())
+        .route(
+            "/api/v1/openapi.json",
+            get(move || {
+                let doc = doc.clone();
+                async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        doc.to_string(),
+                    )
+                }
+            }),
+        )
+        .merge(api)
         .fallback(ops::not_found)
         .with_state(state)
 }

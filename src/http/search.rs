@@ -26,6 +26,25 @@ const MAX_QUERY_CHARS: usize = 200;
 const STATUSES: &[&str] = &["open", "pending", "snoozed", "resolved"];
 const PARAMS: &[&str] = &["q", "status", "connector", "customer", "limit", "cursor"];
 
+#[utoipa::path(
+    get,
+    path = "/search",
+    tag = "search",
+    summary = "Full-text search over messages, notes and customers",
+    params(
+        ("q" = String, Query, description = "words, \"phrases\", OR, -word"),
+        ("status" = Option<String>, Query),
+        ("connector" = Option<String>, Query),
+        ("customer" = Option<String>, Query, description = "any id of the customer"),
+        ("limit" = Option<i64>, Query, description = "1 to 200, default 50"),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "ranked results", body = Page<SearchHit>),
+        (status = 400, description = "bad request", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "missing or invalid token", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn search(
     _p: Principal,
     State(s): State<AppState>,

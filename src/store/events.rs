@@ -15,12 +15,13 @@ pub const EVENT_KINDS: &[&str] = &[
     "customer.merged",
 ];
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct EventRecord {
     pub id: i64,
     pub kind: String,
     pub conversation_id: Option<String>,
     pub customer_id: Option<String>,
+    #[schema(value_type = Object)]
     pub payload: serde_json::Value,
     pub created_at: String,
 }

@@ -31,7 +31,7 @@ pub struct ClaimedJob {
     pub replay: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DeadJob {
     pub id: i64,
     pub raw_event_id: i64,
@@ -42,7 +42,7 @@ pub struct DeadJob {
     pub finished_at: Option<i64>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct QueueStats {
     pub queued: i64,
     pub running: i64,
@@ -51,7 +51,7 @@ pub struct QueueStats {
     pub oldest_queued_ms: i64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Conversation {
     pub id: String,
     pub connector_id: String,
@@ -71,7 +71,7 @@ pub struct Conversation {
     pub labels: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TimelineEntry {
     pub id: i64,
     pub customer_id: String,
@@ -83,6 +83,7 @@ pub struct TimelineEntry {
     pub occurred_at: String,
     /// The raw event it came from; none for entries made by people (notes, replies, changes).
     pub raw_event_id: Option<i64>,
+    #[schema(value_type = Object)]
     pub body: serde_json::Value,
     /// Who made it: an agent id, `token:<id>`, `system`; none for provider events.
     pub actor: Option<String>,
@@ -92,7 +93,7 @@ pub struct TimelineEntry {
     pub delivery_error: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Customer {
     pub id: String,
     pub display_name: Option<String>,
@@ -101,7 +102,7 @@ pub struct Customer {
     pub aliases: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Identity {
     pub kind: String,
     pub scope: String,
@@ -115,19 +116,20 @@ pub struct Identity {
     pub via_customer_id: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct MergeRecord {
     pub id: String,
     pub survivor_id: String,
     pub merged_id: String,
     pub actor: String,
     pub reason: String,
+    #[schema(value_type = Object)]
     pub evidence: serde_json::Value,
     pub raw_event_id: Option<i64>,
     pub created_at: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CustomerDetail {
     #[serde(flatten)]
     pub customer: Customer,
@@ -150,7 +152,7 @@ pub fn rfc3339(ms: i64) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Agent {
     pub id: String,
     pub name: String,
@@ -161,7 +163,7 @@ pub struct Agent {
 }
 
 /// A token as listed: never the token itself.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TokenInfo {
     pub id: String,
     pub name: String,
@@ -171,7 +173,7 @@ pub struct TokenInfo {
     pub revoked_at: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SavedReply {
     pub id: String,
     pub name: String,
@@ -181,7 +183,7 @@ pub struct SavedReply {
 }
 
 /// An agent's reply on its way out through the conversation's channel.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct OutboundMessageRow {
     pub id: String,
     pub conversation_id: String,

@@ -194,7 +194,7 @@ impl SearchFilter {
 }
 
 /// One search result; `rank` is higher for better matches and comparable within one response.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum SearchHit {
     Message {
