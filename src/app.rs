@@ -17,6 +17,7 @@ use crate::outbound::Sender;
 use crate::pipeline::Pipeline;
 use crate::registry::Registry;
 use crate::store::{Backend, Store};
+use crate::webhooks_out::Dispatcher;
 use switchboard_core::Env;
 
 pub struct Application {
@@ -25,6 +26,7 @@ pub struct Application {
     writers: IngestWriters,
     pipeline: Arc<Pipeline>,
     sender: Arc<Sender>,
+    webhook_dispatcher: Arc<Dispatcher>,
     outbound_enabled: bool,
     stopping: watch::Sender<bool>,
 }
@@ -102,6 +104,8 @@ impl Application {
             )
             .with_event_retention(settings.events.retention_hours),
         );
+        let webhook_dispatcher =
+            Arc::new(Dispatcher::new(store.clone(), settings.webhooks.clone())?);
         let (stopping_tx, stopping_rx) = watch::channel(false);
         let state = AppState {
             store,
@@ -119,6 +123,7 @@ impl Application {
             writers,
             pipeline,
             sender,
+            webhook_dispatcher,
             outbound_enabled: settings.outbound.enabled,
             stopping: stopping_tx,
         })
@@ -140,6 +145,10 @@ impl Application {
         self.sender.clone()
     }
 
+    pub fn webhook_dispatcher(&self) -> Arc<Dispatcher> {
+        self.webhook_dispatcher.clone()
+    }
+
     /// Serves until `shutdown` resolves, then finishes in-flight requests, commits what the
     /// ingest writers hold, lets the pipeline finish its batch, and closes the store.
     pub async fn run_until_stopped(
@@ -152,6 +161,7 @@ impl Application {
             writers,
             pipeline,
             sender,
+            webhook_dispatcher,
             outbound_enabled,
             stopping,
         } = self;
@@ -160,7 +170,10 @@ impl Application {
         let worker = pipeline
             .enabled()
             .then(|| tokio::spawn(pipeline.clone().run(stop_rx.clone())));
-        let sending = outbound_enabled.then(|| tokio::spawn(sender.clone().run(stop_rx)));
+        let sending = outbound_enabled.then(|| tokio::spawn(sender.clone().run(stop_rx.clone())));
+        let dispatching = webhook_dispatcher
+            .enabled()
+            .then(|| tokio::spawn(webhook_dispatcher.clone().run(stop_rx)));
         tracing::info!(addr = %listener.local_addr()?, backend = ?store.backend(), connectors = state.registry.len(), "switchboard listening");
         let app = router(state);
         let shutdown = async move {
@@ -175,10 +188,14 @@ impl Application {
         let _ = stop_tx.send(true);
         pipeline.wake.notify_one();
         sender.wake.notify_one();
+        webhook_dispatcher.wake.notify_one();
         if let Some(w) = worker {
             let _ = w.await;
         }
         if let Some(w) = sending {
+            let _ = w.await;
+        }
+        if let Some(w) = dispatching {
             let _ = w.await;
         }
         store.close().await;

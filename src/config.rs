@@ -24,6 +24,8 @@ pub struct Settings {
     #[serde(default)]
     pub events: EventsSettings,
     #[serde(default)]
+    pub webhooks: WebhooksSettings,
+    #[serde(default)]
     pub identity: IdentitySettings,
     #[serde(default)]
     pub auth: AuthSettings,
@@ -135,6 +137,48 @@ impl Default for EventsSettings {
     fn default() -> Self {
         Self {
             retention_hours: 72,
+        }
+    }
+}
+
+/// Outgoing webhooks (`/api/v1/webhook-subscriptions`): the dispatcher worker.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksSettings {
+    /// Run the webhook dispatcher on this node.
+    pub enabled: bool,
+    /// A delivery is retried for this long (hours, fractions allowed), then marked failed.
+    pub retry_window_hours: f64,
+    /// Consecutive failed attempts (no success between) that pause a subscription.
+    pub pause_after_failures: u32,
+    /// Deliveries in flight at once.
+    pub concurrency: usize,
+    /// Per-request timeout; a slower receiver is a failed attempt.
+    pub request_timeout_ms: u64,
+    /// First retry delay; doubles per attempt (with jitter), capped at `max_backoff_ms`.
+    pub base_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+    /// A claimed delivery whose worker vanished is claimable again after this.
+    pub lease_secs: u64,
+    /// Poll interval for new events and due retries.
+    pub idle_poll_ms: u64,
+    /// Events one fan-out transaction reads at most.
+    pub fanout_batch: usize,
+}
+
+impl Default for WebhooksSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            retry_window_hours: 24.0,
+            pause_after_failures: 20,
+            concurrency: 8,
+            request_timeout_ms: 10_000,
+            base_backoff_ms: 5_000,
+            max_backoff_ms: 3_600_000,
+            lease_secs: 60,
+            idle_poll_ms: 500,
+            fanout_batch: 500,
         }
     }
 }

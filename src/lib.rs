@@ -13,3 +13,4 @@ pub mod pipeline;
 pub mod registry;
 pub mod store;
 pub mod telemetry;
+pub mod webhooks_out;

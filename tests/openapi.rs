@@ -94,10 +94,12 @@ async fn the_document_lists_every_route_the_server_answers(db: Db) {
         "/api/v1/saved-replies",
         "/api/v1/search",
         "/api/v1/events",
+        "/api/v1/webhook-subscriptions",
+        "/api/v1/webhook-subscriptions/{id}/deliveries/{delivery_id}/replay",
     ] {
         assert!(paths.contains_key(p), "{p} missing");
     }
-    assert!(ops >= 26, "only {ops} operations documented");
+    assert!(ops >= 34, "only {ops} operations documented");
     // Both methods on one path are kept (GET and PATCH /conversations/{id}).
     assert!(paths["/api/v1/conversations/{id}"].get("get").is_some());
     assert!(paths["/api/v1/conversations/{id}"].get("patch").is_some());

@@ -33,6 +33,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
     for other in [super::admin::routes(), super::inbox::routes()] {
         r = r.merge(other);
     }
+    r = r.merge(super::subscriptions::routes());
     r
 }
 

@@ -8,6 +8,7 @@ pub mod inbox;
 pub mod ops;
 pub mod problem;
 pub mod search;
+pub mod subscriptions;
 pub mod webhooks;
 
 use std::sync::Arc;

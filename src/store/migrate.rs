@@ -37,6 +37,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0005_events.sql"),
         postgres: include_str!("../../migrations/postgres/0005_events.sql"),
     },
+    Migration {
+        version: 6,
+        name: "webhooks",
+        sqlite: include_str!("../../migrations/sqlite/0006_webhooks.sql"),
+        postgres: include_str!("../../migrations/postgres/0006_webhooks.sql"),
+    },
 ];
 
 impl Store {

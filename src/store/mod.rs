@@ -16,6 +16,7 @@ pub mod model;
 pub mod outbound;
 mod read;
 mod search;
+pub mod webhooks;
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -37,6 +38,10 @@ pub use model::*;
 pub use outbound::SendOutcome;
 pub use read::{ConversationFilter, CustomerQuery};
 pub use search::{SearchFilter, SearchHit, SearchTerms};
+pub use webhooks::{
+    AttemptRecord, ClaimedDelivery, DeliveryOutcome, SubscriptionPatch, WebhookAttempt,
+    WebhookDelivery, WebhookSubscription,
+};
 
 use crate::config::{DatabaseSettings, SqliteSync};
 
