@@ -341,3 +341,48 @@ on_both_backends!(
     reply_requests_are_validated_with_the_field_named,
     super::reply_requests_are_validated_with_the_field_named
 );
+
+async fn the_per_connector_rate_limit_spaces_sends_out(db: Db) {
+    let rx = Receiver::start(&[]).await;
+    let url = rx.url.clone();
+    let Some(app) = spawn_app_with(db, |s| {
+        with_reply_url(s, &url);
+        if let Some(t) = s.connectors[0].as_table_mut() {
+            // Two per second, no burst beyond one.
+            t.insert("send_rate_per_sec".into(), toml::Value::Integer(2));
+            t.insert("send_burst".into(), toml::Value::Integer(1));
+        }
+    })
+    .await
+    else {
+        return;
+    };
+    let conv = app.conversation("t1", "ada@example.com").await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let m: serde_json::Value = reply(&app, &conv, &format!("k{i}"), &format!("m{i}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        ids.push(m["id"].as_str().unwrap().to_string());
+    }
+    for id in &ids {
+        app.wait_message(&conv, id, |s| s == "sent").await;
+    }
+    let got = rx.received();
+    assert_eq!(got.len(), 3);
+    let mut at: Vec<_> = got.iter().map(|r| r.at).collect();
+    at.sort();
+    // Three sends at 2/s with a burst of 1 need at least a second between first and last.
+    let spread = at[2].duration_since(at[0]);
+    assert!(
+        spread.as_millis() >= 900,
+        "sends were not spaced: {spread:?}"
+    );
+    app.stop().await;
+}
+on_both_backends!(
+    the_per_connector_rate_limit_spaces_sends_out,
+    super::the_per_connector_rate_limit_spaces_sends_out
+);

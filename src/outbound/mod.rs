@@ -78,6 +78,7 @@ impl Sender {
         let idle = Duration::from_millis(self.cfg.idle_poll_ms.max(10));
         let sweep_every = Duration::from_secs((self.cfg.lease_secs / 2).max(1));
         let mut last_sweep = tokio::time::Instant::now() - sweep_every;
+        let mut last_snooze_check = tokio::time::Instant::now();
         while !*shutdown.borrow() {
             if last_sweep.elapsed() >= sweep_every {
                 last_sweep = tokio::time::Instant::now();
@@ -87,12 +88,16 @@ impl Sender {
                         tracing::warn!(messages = n, "requeued sends whose lease expired");
                     }
                 }
-                if let Err(e) = self.store.reopen_due_snoozes(now).await {
-                    tracing::warn!(error = %e, "snooze sweep failed");
-                }
                 let keep_ms = (self.event_retention_hours * 3_600_000) as i64;
                 if let Err(e) = self.store.prune_events(now - keep_ms).await {
                     tracing::warn!(error = %e, "event pruning failed");
+                }
+            }
+            // Snoozes end on time (to the second), not on the slower housekeeping tick.
+            if last_snooze_check.elapsed() >= Duration::from_secs(1) {
+                last_snooze_check = tokio::time::Instant::now();
+                if let Err(e) = self.store.reopen_due_snoozes(now_ms()).await {
+                    tracing::warn!(error = %e, "snooze sweep failed");
                 }
             }
             let free = permits.available_permits();
