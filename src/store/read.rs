@@ -121,7 +121,7 @@ impl Store {
                     .push("))");
             }
             qb.push(" ORDER BY v.last_message_at DESC, v.id DESC LIMIT ")
-                .push_bind(f.limit);
+                .push(limit_literal(f.limit));
             let mut out = Vec::new();
             for r in qb.build().fetch_all(pool).await? {
                 let t: i64 = r.try_get(6)?;
@@ -197,7 +197,7 @@ impl Store {
                     .push("))");
             }
             qb.push(" ORDER BY t.occurred_at, t.id LIMIT ")
-                .push_bind(limit);
+                .push(limit_literal(limit));
             let mut out = Vec::new();
             for r in qb.build().fetch_all(pool).await? {
                 out.push(entry_from_row!(&r));
@@ -214,21 +214,48 @@ impl Store {
         limit: i64,
     ) -> anyhow::Result<Vec<(i64, TimelineEntry)>> {
         with_pool!(self, read, |pool, pg| {
-            let mut qb = QueryBuilder::new(format!(
-                "SELECT {ENTRY_COLS}{ENTRY_FROM} WHERE t.customer_id IN (SELECT id FROM customers WHERE canonical_id = "
-            ));
-            qb.push_bind(canonical_id).push(")");
-            if let Some((t, id)) = before {
-                qb.push(" AND (t.occurred_at < ")
-                    .push_bind(t)
-                    .push(" OR (t.occurred_at = ")
-                    .push_bind(t)
-                    .push(" AND t.id < ")
-                    .push_bind(id)
-                    .push("))");
+            // One query per alias, each walking its own index in order, merged: a subquery
+            // IN (...) makes PostgreSQL fetch and sort every entry of a heavy customer.
+            let aliases: Vec<String> = sqlx::query(
+                "SELECT id FROM customers WHERE canonical_id = $1 ORDER BY id LIMIT 100",
+            )
+            .bind(canonical_id)
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(|r| r.try_get::<String, _>(0))
+            .collect::<Result<_, _>>()?;
+            let mut qb = QueryBuilder::new("SELECT * FROM (");
+            for (i, alias) in aliases.iter().enumerate() {
+                if i > 0 {
+                    qb.push(" UNION ALL ");
+                }
+                qb.push(format!(
+                    "SELECT * FROM (SELECT {ENTRY_COLS}{ENTRY_FROM} WHERE t.customer_id = "
+                ));
+                qb.push_bind(alias.as_str());
+                if let Some((t, id)) = before {
+                    qb.push(" AND (t.occurred_at < ")
+                        .push_bind(t)
+                        .push(" OR (t.occurred_at = ")
+                        .push_bind(t)
+                        .push(" AND t.id < ")
+                        .push_bind(id)
+                        .push("))");
+                }
+                qb.push(format!(
+                    " ORDER BY t.occurred_at DESC, t.id DESC LIMIT {}) AS a{i}",
+                    limit_literal(limit)
+                ));
             }
-            qb.push(" ORDER BY t.occurred_at DESC, t.id DESC LIMIT ")
-                .push_bind(limit);
+            if aliases.is_empty() {
+                return Ok(Vec::new());
+            }
+            // Positions: 8 = occurred_at, 1 = entry id.
+            qb.push(format!(
+                ") AS u ORDER BY 8 DESC, 1 DESC LIMIT {}",
+                limit_literal(limit)
+            ));
             let mut out = Vec::new();
             for r in qb.build().fetch_all(pool).await? {
                 out.push(entry_from_row!(&r));
@@ -280,7 +307,7 @@ impl Store {
             if let Some(a) = after {
                 qb.push(" AND k.id > ").push_bind(a);
             }
-            qb.push(" ORDER BY k.id LIMIT ").push_bind(limit);
+            qb.push(" ORDER BY k.id LIMIT ").push(limit_literal(limit));
             let mut out = Vec::new();
             for r in qb.build().fetch_all(pool).await? {
                 out.push(Customer {
@@ -383,4 +410,10 @@ fn like_escape(s: &str) -> String {
         out.push(ch);
     }
     out
+}
+
+/// A LIMIT as SQL text: PostgreSQL caches a generic plan only when LIMIT is not a bind
+/// parameter. The value is an integer the API already bounds, clamped again here.
+fn limit_literal(limit: i64) -> String {
+    limit.clamp(1, 10_000).to_string()
 }

@@ -221,14 +221,27 @@ pub enum SearchHit {
 // Shared parameters: $1 status, $2 connector, $3 canonical customer, $4 limit, $5 offset;
 // SQLite $6 is the MATCH expression, PostgreSQL binds the phrases from $6 on.
 
-const SQLITE_MESSAGES: &str = "\
-SELECT 'message' AS type, t.id AS entry_id, k.id AS customer_id, -bm25(search_entries) AS score, \
-       t.occurred_at AS occurred_at, NULL AS src, NULL AS src_id \
-FROM search_entries JOIN timeline_entries t ON t.id = search_entries.rowid \
-JOIN customers c ON c.id = t.customer_id JOIN customers k ON k.id = c.canonical_id \
-LEFT JOIN conversations v ON v.id = t.conversation_id \
-WHERE search_entries MATCH $6 AND ($1 IS NULL OR v.status = $1) \
-  AND ($2 IS NULL OR t.connector_id = $2) AND ($3 IS NULL OR k.id = $3)";
+/// Matches ranked per query: the newest ones. Ranking every match of a common word costs
+/// time in proportion to the whole history (450k hits for "order" in the 1M-message bench);
+/// both engines find the newest matches cheaply (FTS5 walks rowids backwards, PostgreSQL
+/// sorts ids without reading tsvectors), and a rare word in an old message is still found.
+const CANDIDATES: i64 = 2_000;
+/// With a filter many candidates may be filtered out, so more are ranked.
+const CANDIDATES_FILTERED: i64 = 20_000;
+
+fn sqlite_messages(cap: i64) -> String {
+    format!(
+        "SELECT 'message' AS type, t.id AS entry_id, k.id AS customer_id, s.score AS score, \
+                t.occurred_at AS occurred_at, NULL AS src, NULL AS src_id \
+         FROM (SELECT rowid AS rid, -bm25(search_entries) AS score FROM search_entries \
+               WHERE search_entries MATCH $6 ORDER BY rowid DESC LIMIT {cap}) s \
+         JOIN timeline_entries t ON t.id = s.rid \
+         JOIN customers c ON c.id = t.customer_id JOIN customers k ON k.id = c.canonical_id \
+         LEFT JOIN conversations v ON v.id = t.conversation_id \
+         WHERE ($1 IS NULL OR v.status = $1) \
+           AND ($2 IS NULL OR t.connector_id = $2) AND ($3 IS NULL OR k.id = $3)"
+    )
+}
 
 /// The best-matching name or identity of each canonical customer.
 const SQLITE_CUSTOMERS: &str = "\
@@ -275,15 +288,16 @@ const PG_MESSAGE_HEADLINE: &str = "'StartSel=' || chr(2) || ', StopSel=' || chr(
 const PG_CUSTOMER_HEADLINE: &str =
     "'HighlightAll=true, StartSel=' || chr(2) || ', StopSel=' || chr(3)";
 
-fn pg_sql(q: &str, customers: bool) -> String {
+fn pg_sql(q: &str, customers: bool, cap: i64) -> String {
     let messages = format!(
         "SELECT 'message'::text AS type, t.id AS entry_id, k.id AS customer_id, \
                 ts_rank(t.search_tsv, {q}, 1)::float8 AS score, t.occurred_at AS occurred_at, \
                 NULL::text AS doc \
-         FROM timeline_entries t \
+         FROM (SELECT id FROM timeline_entries WHERE search_tsv @@ {q} ORDER BY id DESC LIMIT {cap}) s \
+         JOIN timeline_entries t ON t.id = s.id \
          JOIN customers c ON c.id = t.customer_id JOIN customers k ON k.id = c.canonical_id \
          LEFT JOIN conversations v ON v.id = t.conversation_id \
-         WHERE t.search_tsv @@ {q} AND ($1::text IS NULL OR v.status = $1) \
+         WHERE ($1::text IS NULL OR v.status = $1) \
            AND ($2::text IS NULL OR t.connector_id = $2) AND ($3::text IS NULL OR k.id = $3)"
     );
     let customers = if customers {
@@ -332,10 +346,15 @@ impl Store {
         if terms.is_empty() {
             return Ok(Vec::new());
         }
+        let cap = if f.status.is_some() || f.connector_id.is_some() || f.customer_id.is_some() {
+            CANDIDATES_FILTERED
+        } else {
+            CANDIDATES
+        };
         with_pool!(self, read, |pool, pg| {
             let (sql, phrases) = if pg {
                 let (q, binds) = terms.tsquery(6);
-                (pg_sql(&q, f.includes_customers()), binds)
+                (pg_sql(&q, f.includes_customers(), cap), binds)
             } else {
                 let customers = if f.includes_customers() {
                     format!(" UNION ALL {SQLITE_CUSTOMERS}")
@@ -343,7 +362,10 @@ impl Store {
                     String::new()
                 };
                 (
-                    format!("WITH hits AS ({SQLITE_MESSAGES}{customers}){SQLITE_PAGE}"),
+                    format!(
+                        "WITH hits AS ({}{customers}){SQLITE_PAGE}",
+                        sqlite_messages(cap)
+                    ),
                     vec![terms.fts5()],
                 )
             };
