@@ -28,7 +28,7 @@ pub struct Pipeline {
 
 /// Under ingest pressure: jobs per batch, and the pause that leaves the writer to ingest.
 const YIELD_BATCH: usize = 100;
-const YIELD_PAUSE: Duration = Duration::from_millis(10);
+const YIELD_PAUSE: Duration = Duration::from_millis(25);
 
 impl Pipeline {
     pub fn new(
