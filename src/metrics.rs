@@ -19,6 +19,44 @@ pub struct ConnectorCounters {
     pub send_failed: AtomicU64,
     /// reason → count; rejections are rare, so a lock is fine here.
     rejected: Mutex<BTreeMap<&'static str, u64>>,
+    /// Set when the provider refused our credentials (send or poll); cleared by the next
+    /// success. Shown in `GET /api/v1/connectors` and as `switchboard_connector_up`.
+    health: Mutex<Option<Unhealthy>>,
+}
+
+/// Why a connector is unhealthy, and since when (unix ms).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unhealthy {
+    pub reason: String,
+    pub since: i64,
+}
+
+impl ConnectorCounters {
+    /// Marks the connector unhealthy (keeps the first `since` while it stays so).
+    pub fn mark_unhealthy(&self, reason: &str, now: i64) {
+        if let Ok(mut h) = self.health.lock() {
+            let since = h.as_ref().map(|u| u.since).unwrap_or(now);
+            *h = Some(Unhealthy {
+                reason: reason.chars().take(500).collect(),
+                since,
+            });
+        }
+    }
+
+    pub fn mark_healthy(&self) {
+        if let Ok(mut h) = self.health.lock() {
+            *h = None;
+        }
+    }
+
+    /// `None` when healthy.
+    pub fn health(&self) -> Option<Unhealthy> {
+        self.health.lock().ok().and_then(|h| h.clone())
+    }
+
+    pub fn rejected(&self) -> BTreeMap<&'static str, u64> {
+        self.rejected.lock().map(|m| m.clone()).unwrap_or_default()
+    }
 }
 
 #[derive(Default)]
@@ -119,6 +157,15 @@ impl Metrics {
                     f(&self.per[*id])
                 );
             }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP switchboard_connector_up 1 unless the provider refused the connector's credentials."
+        );
+        let _ = writeln!(out, "# TYPE switchboard_connector_up gauge");
+        for id in &ids {
+            let up = u8::from(self.per[*id].health().is_none());
+            let _ = writeln!(out, "switchboard_connector_up{{connector=\"{id}\"}} {up}");
         }
         let _ = writeln!(out, "# HELP switchboard_timeline_entries_written_total Timeline entries written by the pipeline.");
         let _ = writeln!(

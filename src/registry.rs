@@ -7,7 +7,11 @@ use std::sync::Arc;
 use switchboard_core::{ConfigError, Connector, Env};
 
 /// The kinds this build knows, for error messages and `check-config`.
-pub const KINDS: &[&str] = &["generic"];
+pub fn kinds() -> Vec<&'static str> {
+    let mut k = vec!["generic"];
+    k.extend_from_slice(switchboard_social::KINDS);
+    k
+}
 
 pub struct ConnectorInstance {
     pub id: String,
@@ -106,12 +110,21 @@ impl Registry {
                     "generic",
                     Box::new(switchboard_generic::build(&id, &path, table.clone(), env)?),
                 ),
-                other => {
-                    return Err(ConfigError::new(
-                        format!("{path}.kind"),
-                        format!("unknown kind `{other}`; known kinds: {}", KINDS.join(", ")),
-                    ))
-                }
+                other => match switchboard_social::build(other, &id, &path, table.clone(), env) {
+                    Some(built) => {
+                        let c = built?;
+                        (c.kind(), c)
+                    }
+                    None => {
+                        return Err(ConfigError::new(
+                            format!("{path}.kind"),
+                            format!(
+                                "unknown kind `{other}`; known kinds: {}",
+                                kinds().join(", ")
+                            ),
+                        ))
+                    }
+                },
             };
             reg.order.push(id.clone());
             reg.by_id.insert(

@@ -34,6 +34,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         r = r.merge(other);
     }
     r = r.merge(super::subscriptions::routes());
+    r = r.merge(super::connectors::routes());
     r
 }
 

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod connectors;
 pub mod events;
 pub mod extract;
 pub mod inbox;

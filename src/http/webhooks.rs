@@ -74,6 +74,12 @@ pub async fn receive(
                 ),
             )
         }
+        Err(e @ VerifyError::Forbidden(_)) => {
+            return reject(
+                e.reason(),
+                Problem::new(StatusCode::FORBIDDEN, e.reason(), Some(e.to_string())),
+            )
+        }
         Err(e) => {
             return reject(
                 e.reason(),

@@ -154,6 +154,7 @@ impl Sender {
             SendOutcome::Sent { .. } => {
                 if let Some(c) = counters {
                     c.sent.fetch_add(1, Relaxed);
+                    c.mark_healthy();
                 }
                 tracing::info!(outbound_id = %m.id, connector_id = %m.connector_id, attempts = m.attempts, "reply sent");
             }
@@ -188,7 +189,16 @@ impl Sender {
         if let Some(l) = self.limiters.get(&m.connector_id) {
             l.until_ready().await;
         }
+        let in_reply_to = self
+            .store
+            .latest_inbound_message_id(&m.conversation_id)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(outbound_id = %m.id, error = %e, "could not look up the message replied to");
+                None
+            });
         let msg = OutboundMessage {
+            in_reply_to,
             id: m.id.clone(),
             idempotency_key: m.idempotency_key.clone(),
             thread_key: m.thread_key.clone(),
@@ -201,6 +211,12 @@ impl Sender {
         )
         .await
         .unwrap_or_else(|_| Err(ConnectorError::Transient("timed out".into())));
+        if let Err(ConnectorError::Unauthorized(reason)) = &result {
+            if let Some(c) = self.metrics.connector(&m.connector_id) {
+                c.mark_unhealthy(reason, now_ms());
+            }
+            tracing::warn!(connector_id = %m.connector_id, "the provider refused the connector's credentials; marked unhealthy");
+        }
         self.classify(m.attempts, result)
     }
 

@@ -42,24 +42,81 @@ struct ConvTouch {
     inbound: bool,
 }
 
+type Flat<'a> = Vec<(&'a PreparedEvent, usize, &'a NormalizedEvent)>;
+
 impl Store {
+    /// `(connector, provider message id)` of outbound-direction messages in the batch that
+    /// are replies this hub sent (their echo).
+    async fn our_sent_ids(&self, flat: &Flat<'_>) -> anyhow::Result<HashSet<(String, String)>> {
+        let candidates: Vec<(&str, &str)> = flat
+            .iter()
+            .filter_map(|(ev, _, item)| match &item.body {
+                EventBody::Message {
+                    message_id: Some(id),
+                    ..
+                } if item.direction == Direction::Outbound => {
+                    Some((ev.connector_id.as_str(), id.as_str()))
+                }
+                _ => None,
+            })
+            .collect();
+        let mut found = HashSet::new();
+        for chunk in candidates.chunks(CHUNK) {
+            with_pool!(self, read, |pool, pg| {
+                let mut qb = QueryBuilder::new(
+                    "SELECT connector_id, provider_message_id FROM outbound_messages WHERE ",
+                );
+                let mut sep = qb.separated(" OR ");
+                for (c, id) in chunk {
+                    sep.push("(connector_id = ")
+                        .push_bind_unseparated(*c)
+                        .push_unseparated(" AND provider_message_id = ")
+                        .push_bind_unseparated(*id)
+                        .push_unseparated(")");
+                }
+                for r in qb.build().fetch_all(pool).await? {
+                    found.insert((r.try_get(0)?, r.try_get(1)?));
+                }
+            });
+        }
+        Ok(found)
+    }
+
     /// Applies a batch in one transaction. Idempotent: re-applying the same raw events (a
     /// replay, or a retry after a crash before the jobs were marked) rewrites the same
     /// timeline entries instead of adding new ones.
     pub async fn apply_batch(&self, events: &[PreparedEvent]) -> anyhow::Result<ApplyStats> {
         let now = now_ms();
         // Flatten: one identity input per normalised item, in arrival order.
-        let mut flat: Vec<(&PreparedEvent, usize, &NormalizedEvent)> = Vec::new();
+        let mut flat: Flat<'_> = Vec::new();
         // Provider status updates move our own outbound messages; they are not timeline entries.
-        let mut statuses: Vec<(&str, &str, &str)> = Vec::new();
+        let mut statuses: Vec<(&str, &str, &str, Option<&str>)> = Vec::new();
         for ev in events {
             for (i, item) in ev.items.iter().enumerate() {
-                if let EventBody::Status { message_id, status } = &item.body {
-                    statuses.push((&ev.connector_id, message_id, status));
+                if let EventBody::Status {
+                    message_id,
+                    status,
+                    reason,
+                } = &item.body
+                {
+                    statuses.push((&ev.connector_id, message_id, status, reason.as_deref()));
                     continue;
                 }
                 flat.push((ev, i, item));
             }
+        }
+        // Echoes: a provider reporting a message we sent ourselves is not a new message.
+        let echoes = self.our_sent_ids(&flat).await?;
+        if !echoes.is_empty() {
+            flat.retain(|(ev, _, item)| match &item.body {
+                EventBody::Message {
+                    message_id: Some(id),
+                    ..
+                } if item.direction == Direction::Outbound => {
+                    !echoes.contains(&(ev.connector_id.clone(), id.clone()))
+                }
+                _ => true,
+            });
         }
         let inputs: Vec<EventClaims> = flat
             .iter()
@@ -394,9 +451,9 @@ impl Store {
                     }
                 }
             }
-            for (connector, message_id, status) in &statuses {
+            for (connector, message_id, status, reason) in &statuses {
                 let status = status.to_ascii_lowercase();
-                apply_status!(tx, *connector, *message_id, status.as_str(), now);
+                apply_status!(tx, *connector, *message_id, status.as_str(), *reason, now);
             }
 
             let job_ids: Vec<i64> = events.iter().map(|e| e.job_id).collect();

@@ -79,6 +79,26 @@ pub(crate) fn allowed_from(status: &str) -> &'static [&'static str] {
 }
 
 impl Store {
+    /// The provider's id of the customer's latest message in a conversation, for channels
+    /// that thread or quote replies.
+    pub async fn latest_inbound_message_id(
+        &self,
+        conversation_id: &str,
+    ) -> anyhow::Result<Option<String>> {
+        let body: Option<String> = with_pool!(self, read, |pool, pg| {
+            sqlx::query_scalar(
+                "SELECT body FROM timeline_entries WHERE conversation_id = $1 AND kind = 'message' \
+                 AND direction = 'inbound' ORDER BY occurred_at DESC, id DESC LIMIT 1",
+            )
+            .bind(conversation_id)
+            .fetch_optional(pool)
+            .await?
+        });
+        Ok(body
+            .and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["message_id"].as_str().map(str::to_string)))
+    }
+
     /// Queues a reply. The same idempotency key with the same request returns the message
     /// already queued (`false`); with a different request it is refused.
     pub async fn create_reply(
@@ -340,14 +360,17 @@ impl Store {
 /// Applies a provider status update inside the pipeline's transaction; returns whether a
 /// message moved.
 macro_rules! apply_status {
-    ($tx:expr, $connector:expr, $message_id:expr, $status:expr, $now:expr) => {{
+    ($tx:expr, $connector:expr, $message_id:expr, $status:expr, $reason:expr, $now:expr) => {{
         let allowed = crate::store::outbound::allowed_from($status);
         if allowed.is_empty() {
             false
         } else {
             let mut qb = sqlx::QueryBuilder::new("UPDATE outbound_messages SET state = ");
-            qb.push_bind($status)
-                .push(", updated_at = ")
+            qb.push_bind($status);
+            if let Some(reason) = $reason {
+                qb.push(", error = ").push_bind(reason);
+            }
+            qb.push(", updated_at = ")
                 .push_bind($now)
                 .push(" WHERE connector_id = ")
                 .push_bind($connector)

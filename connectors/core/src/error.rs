@@ -16,6 +16,10 @@ pub enum VerifyError {
     Expired,
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// A handshake whose token does not match (Meta's `hub.verify_token`): 403, as the
+    /// provider documents.
+    #[error("{0} does not match")]
+    Forbidden(&'static str),
 }
 
 impl VerifyError {
@@ -27,6 +31,7 @@ impl VerifyError {
             VerifyError::Mismatch => "bad_signature",
             VerifyError::Expired => "expired_timestamp",
             VerifyError::MethodNotAllowed => "method_not_allowed",
+            VerifyError::Forbidden(_) => "bad_verify_token",
         }
     }
 }

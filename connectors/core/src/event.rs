@@ -149,11 +149,22 @@ impl IdentityClaim {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A file sent with a message. Providers give either a URL or a media id to fetch it by.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attachment {
+    /// `image`, `video`, `audio`, `file`, `sticker`, `location` … as the provider names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// The provider's id for the media when it gives no URL (WhatsApp, Telegram, LINE).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
 }
 
@@ -167,6 +178,18 @@ pub enum EventBody {
         text: String,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         attachments: Vec<Attachment>,
+        /// The provider's id of the message this one replies to or quotes.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reply_to: Option<String>,
+    },
+    /// The customer edited an earlier message (`message_id`); `text` is the new text.
+    Edit {
+        message_id: String,
+        text: String,
+    },
+    /// The customer deleted (unsent) an earlier message.
+    Delete {
+        message_id: String,
     },
     Order {
         order_id: String,
@@ -196,9 +219,13 @@ pub enum EventBody {
         status: Option<String>,
     },
     /// A provider status update (delivered, read, failed) for one of our own sends.
+    /// `message_id` is the provider's id of our message (what `Outbound::send` returned).
     Status {
         message_id: String,
         status: String,
+        /// The provider's reason when `status` is `failed`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
     Note {
         text: String,
@@ -214,6 +241,8 @@ impl EventBody {
     pub fn kind(&self) -> &'static str {
         match self {
             EventBody::Message { .. } => "message",
+            EventBody::Edit { .. } => "edit",
+            EventBody::Delete { .. } => "delete",
             EventBody::Order { .. } => "order",
             EventBody::Payment { .. } => "payment",
             EventBody::Invoice { .. } => "invoice",

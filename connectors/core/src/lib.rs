@@ -8,6 +8,8 @@
 pub mod config;
 pub mod error;
 pub mod event;
+#[cfg(feature = "fake")]
+pub mod fake;
 pub mod http_client;
 pub mod signature;
 pub mod testkit;

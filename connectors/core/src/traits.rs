@@ -107,6 +107,10 @@ pub struct OutboundMessage {
     pub thread_key: String,
     pub text: String,
     pub attachment_urls: Vec<String>,
+    /// The provider's id of the customer's latest message in the conversation, for channels
+    /// that thread or quote replies (Telegram `reply_parameters`, WhatsApp `context`, email
+    /// `In-Reply-To`). `None` when the conversation has no inbound message with an id.
+    pub in_reply_to: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -110,6 +110,7 @@ impl Normalizer for GenericNormalizer {
                     body: EventBody::Status {
                         message_id: message_id.clone(),
                         status: status.clone(),
+                        reason: None,
                     },
                 });
                 return Ok(out);
@@ -128,6 +129,7 @@ impl Normalizer for GenericNormalizer {
                     message_id,
                     text,
                     attachments: Vec::new(),
+                    reply_to: None,
                 },
             });
         }

@@ -191,7 +191,8 @@ fn message_fixture_normalises_to_a_message_with_scoped_claims() {
         EventBody::Message {
             message_id: Some("m-1".into()),
             text: "Hello, where is my order?".into(),
-            attachments: vec![]
+            attachments: vec![],
+            reply_to: None,
         }
     );
     let kinds: Vec<_> = e
