@@ -871,3 +871,40 @@ async fn errors_never_carry_the_token() {
     assert!(matches!(e, ConnectorError::Transient(_)), "{e:?}");
     assert!(!format!("{e:?}").contains("tok-whatsapp"));
 }
+
+#[test]
+fn a_messenger_edit_is_an_edit_of_that_message_and_a_postback_a_message_with_the_button_title() {
+    let c = build("messenger", "http://127.0.0.1:9");
+    let body = br#"{"object":"page","entry":[{"id":"106540352242922","time":1700000050000,"messaging":[{"sender":{"id":"6783145918422001"},"recipient":{"id":"106540352242922"},"timestamp":1700000049000,"message_edit":{"mid":"m_edited","text":"hello again","num_edit":1}},{"sender":{"id":"6783145918422001"},"recipient":{"id":"106540352242922"},"timestamp":1700000049500,"postback":{"mid":"m_pb","title":"Track my order","payload":"TRACK"}}]}]}"#;
+    let raws = post(&c, body);
+    assert_eq!(raws[0].provider_event_id, "m_edited:edit:1");
+    assert_eq!(raws[1].provider_event_id, "postback:m_pb");
+    let edit = c.normalizer().normalize(&stored(&raws[0])).unwrap();
+    assert_eq!(
+        edit[0].body,
+        EventBody::Edit {
+            message_id: "m_edited".into(),
+            text: "hello again".into()
+        }
+    );
+    let pb = c.normalizer().normalize(&stored(&raws[1])).unwrap();
+    assert!(
+        matches!(&pb[0].body, EventBody::Message { text, message_id: Some(m), .. } if text == "Track my order" && m == "m_pb")
+    );
+}
+
+#[test]
+fn a_whatsapp_business_scoped_user_id_is_claimed_in_the_waba_scope() {
+    let c = build("whatsapp", "http://127.0.0.1:9");
+    let body = br#"{"object":"whatsapp_business_account","entry":[{"id":"102290129340398","changes":[{"field":"messages","value":{"messaging_product":"whatsapp","metadata":{"display_phone_number":"15550783881","phone_number_id":"106540352242922"},"contacts":[{"profile":{"name":"Sheena Nelson","username":"sheena"},"wa_id":"16505551234","user_id":"US.13491208655302741918"}],"messages":[{"from":"16505551234","id":"wamid.U1","timestamp":"1749416383","type":"text","text":{"body":"hi"}}]}}]}]}"#;
+    let raws = post(&c, body);
+    let n = c.normalizer().normalize(&stored(&raws[0])).unwrap();
+    assert_eq!(
+        n[0].claims,
+        vec![
+            IdentityClaim::phone("+16505551234"),
+            IdentityClaim::platform_id("whatsapp:102290129340398", "US.13491208655302741918"),
+            IdentityClaim::name("Sheena Nelson"),
+        ]
+    );
+}
