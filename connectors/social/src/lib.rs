@@ -2,10 +2,12 @@
 //! config table; `config`, `webhook`, `normalize`, `send`, `poll` as needed) and one arm in
 //! `build`, which the hub's registry calls for every kind this crate knows.
 
+pub mod meta;
+
 use switchboard_core::{ConfigResult, Connector, Env};
 
 /// The kinds this crate builds, for the hub's error messages.
-pub const KINDS: &[&str] = &[];
+pub const KINDS: &[&str] = &["messenger", "instagram", "whatsapp"];
 
 /// Builds the connector of `kind`, or `None` when this crate does not know the kind.
 pub fn build(
@@ -16,6 +18,10 @@ pub fn build(
     env: Env<'_>,
 ) -> Option<ConfigResult<Box<dyn Connector>>> {
     // One arm per provider: `"<kind>" => Some(<provider>::build(id, path, table, env))`.
-    let _ = (kind, id, path, &table, env);
-    None
+    match kind {
+        "messenger" | "instagram" | "whatsapp" => meta::Kind::parse(kind).map(|k| {
+            meta::build(k, id, path, table, env).map(|c| Box::new(c) as Box<dyn Connector>)
+        }),
+        _ => None,
+    }
 }
