@@ -785,7 +785,7 @@ async fn send_without_our_number_uses_config_from_with_the_whatsapp_prefix() {
 }
 
 #[tokio::test]
-async fn send_with_only_a_messaging_service_names_it_instead_of_from() {
+async fn send_with_a_messaging_service_names_it_and_keeps_a_known_sender() {
     let (fake, c) =
         fake_connector(r#"messaging_service_sid = "MG0123abcd""#, vec![ok_answer()]).await;
     c.outbound()
@@ -796,6 +796,16 @@ async fn send_with_only_a_messaging_service_names_it_instead_of_from() {
     let form = fake.received_on(&messages_path())[0].form();
     assert!(form.contains(&("MessagingServiceSid".into(), "MG0123abcd".into())));
     assert!(!form.iter().any(|(k, _)| k == "From"));
+    // A conversation that names the pooled number the customer wrote to keeps that sender;
+    // Twilio takes MessagingServiceSid "instead of or in addition to" From (error 21603 docs).
+    c.outbound()
+        .unwrap()
+        .send(&reply("+14155550123|+14155550177"))
+        .await
+        .unwrap();
+    let form = fake.received_on(&messages_path())[1].form();
+    assert!(form.contains(&("From".into(), "+14155550177".into())));
+    assert!(form.contains(&("MessagingServiceSid".into(), "MG0123abcd".into())));
 }
 
 #[tokio::test]
