@@ -3,11 +3,12 @@
 //! `build`, which the hub's registry calls for every kind this crate knows.
 
 pub mod meta;
+pub mod twilio;
 
 use switchboard_core::{ConfigResult, Connector, Env};
 
 /// The kinds this crate builds, for the hub's error messages.
-pub const KINDS: &[&str] = &["messenger", "instagram", "whatsapp"];
+pub const KINDS: &[&str] = &["messenger", "instagram", "whatsapp", "twilio"];
 
 /// Builds the connector of `kind`, or `None` when this crate does not know the kind.
 pub fn build(
@@ -17,11 +18,13 @@ pub fn build(
     table: toml::Value,
     env: Env<'_>,
 ) -> Option<ConfigResult<Box<dyn Connector>>> {
-    // One arm per provider: `"<kind>" => Some(<provider>::build(id, path, table, env))`.
     match kind {
         "messenger" | "instagram" | "whatsapp" => meta::Kind::parse(kind).map(|k| {
             meta::build(k, id, path, table, env).map(|c| Box::new(c) as Box<dyn Connector>)
         }),
+        "twilio" => {
+            Some(twilio::build(id, path, table, env).map(|c| Box::new(c) as Box<dyn Connector>))
+        }
         _ => None,
     }
 }
