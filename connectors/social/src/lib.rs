@@ -2,10 +2,13 @@
 //! config table; `config`, `webhook`, `normalize`, `send`, `poll` as needed) and one arm in
 //! `build`, which the hub's registry calls for every kind this crate knows.
 
+pub mod line;
+pub mod slack;
+
 use switchboard_core::{ConfigResult, Connector, Env};
 
 /// The kinds this crate builds, for the hub's error messages.
-pub const KINDS: &[&str] = &[];
+pub const KINDS: &[&str] = &["line", "slack"];
 
 /// Builds the connector of `kind`, or `None` when this crate does not know the kind.
 pub fn build(
@@ -15,7 +18,13 @@ pub fn build(
     table: toml::Value,
     env: Env<'_>,
 ) -> Option<ConfigResult<Box<dyn Connector>>> {
-    // One arm per provider: `"<kind>" => Some(<provider>::build(id, path, table, env))`.
-    let _ = (kind, id, path, &table, env);
-    None
+    match kind {
+        "line" => {
+            Some(line::build(id, path, table, env).map(|c| Box::new(c) as Box<dyn Connector>))
+        }
+        "slack" => {
+            Some(slack::build(id, path, table, env).map(|c| Box::new(c) as Box<dyn Connector>))
+        }
+        _ => None,
+    }
 }
