@@ -626,3 +626,18 @@ async fn ok_false_errors_and_http_errors_map_to_the_hub_retry_classes() {
         assert_eq!(got, Err(want));
     }
 }
+
+#[test]
+fn an_email_in_a_profile_object_is_claimed_lower_cased() {
+    let c = connector();
+    let body = br#"{"type":"event_callback","team_id":"T9","event_id":"Ev9","event":{"type":"message","channel":"D1","user":"U9","text":"hi","ts":"1.5","profile":{"email":"Bob@Example.COM","display_name":"bob"}}}"#;
+    let e = normalize_one(&c, body);
+    assert_eq!(
+        e.claims,
+        vec![
+            IdentityClaim::platform_id("slack:T9", "U9"),
+            IdentityClaim::email("bob@example.com"),
+            IdentityClaim::name("bob"),
+        ]
+    );
+}

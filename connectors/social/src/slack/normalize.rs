@@ -48,6 +48,14 @@ fn attachment(f: &Value) -> Attachment {
     }
 }
 
+/// The sender's profile when the event carries one (`user_profile`, or `profile` in some
+/// payloads), for the email and name claims.
+fn profile(ev: &Value) -> Option<&Value> {
+    ev.get("user_profile")
+        .filter(|p| p.is_object())
+        .or_else(|| ev.get("profile").filter(|p| p.is_object()))
+}
+
 /// Message subtypes that are a person (or our bot) saying something.
 fn is_plain(subtype: Option<&str>) -> bool {
     matches!(
@@ -130,7 +138,7 @@ impl Ctx {
                     Direction::Inbound
                 };
                 let claims = if direction == Direction::Inbound {
-                    self.claims(str_at(m, "/user"), m.get("user_profile"))
+                    self.claims(str_at(m, "/user"), profile(m))
                 } else {
                     Vec::new()
                 };
@@ -192,7 +200,7 @@ impl Ctx {
                 } else {
                     (
                         Direction::Inbound,
-                        self.claims(str_at(ev, "/user"), ev.get("user_profile")),
+                        self.claims(str_at(ev, "/user"), profile(ev)),
                     )
                 };
                 let Some(ts) = ts.filter(|_| !channel.is_empty()) else {
