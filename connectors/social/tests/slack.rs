@@ -641,3 +641,29 @@ fn an_email_in_a_profile_object_is_claimed_lower_cased() {
         ]
     );
 }
+
+#[test]
+fn direct_messages_share_one_conversation_per_dm_channel_while_channels_split_by_thread() {
+    let dm = |ts: &str, thread_ts: Option<&str>| {
+        let mut ev = json!({"type": "message", "channel": "D024BE91L", "user": "U123ABC456",
+                            "text": "hi", "ts": ts, "channel_type": "im"});
+        if let Some(t) = thread_ts {
+            ev["thread_ts"] = json!(t);
+        }
+        let body = json!({"team_id": "T123ABC456", "event": ev, "type": "event_callback",
+                          "event_id": format!("Ev{ts}"), "event_time": 1355517523});
+        normalize_one(&connector(), body.to_string().as_bytes())
+    };
+    let first = dm("1355517523.000005", None);
+    let second = dm("1355517999.000001", None);
+    let in_thread = dm("1355518000.000001", Some("1355517523.000005"));
+    for e in [&first, &second, &in_thread] {
+        assert_eq!(e.thread_key.as_deref(), Some("D024BE91L"), "{e:?}");
+    }
+    // A channel message still opens its own thread conversation.
+    let e = normalize_one(&connector(), &load("message.json"));
+    assert_eq!(
+        e.thread_key.as_deref(),
+        Some("C123ABC456:1355517523.000005")
+    );
+}

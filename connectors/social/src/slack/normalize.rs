@@ -142,7 +142,7 @@ impl Ctx {
                 } else {
                     Vec::new()
                 };
-                let thread_key = thread.map(|t| message_id(channel, t));
+                let thread_key = conversation(ev, channel, thread);
                 match ts {
                     Some(ts) if !channel.is_empty() => self.event(
                         direction,
@@ -167,7 +167,7 @@ impl Ctx {
             Some("message_deleted") => {
                 let ts = str_at(ev, "/deleted_ts");
                 let thread = str_at(ev, "/previous_message/thread_ts").or(ts);
-                let thread_key = thread.map(|t| message_id(channel, t));
+                let thread_key = conversation(ev, channel, thread);
                 let claims = self.claims(str_at(ev, "/previous_message/user"), None);
                 match ts {
                     Some(ts) if !channel.is_empty() => self.event(
@@ -188,10 +188,7 @@ impl Ctx {
             s if is_plain(s) => {
                 let ts = str_at(ev, "/ts");
                 let thread_ts = str_at(ev, "/thread_ts");
-                let thread_key = thread_ts
-                    .or(ts)
-                    .filter(|_| !channel.is_empty())
-                    .map(|t| message_id(channel, t));
+                let thread_key = conversation(ev, channel, thread_ts.or(ts));
                 // Our own sends (and other bots' and apps') come back as bot messages.
                 let echo =
                     ev.get("bot_id").is_some_and(|b| !b.is_null()) || s == Some("bot_message");
@@ -237,10 +234,11 @@ impl Ctx {
             }
             other => {
                 let other = other.unwrap_or("");
-                let thread_key = str_at(ev, "/thread_ts")
-                    .or_else(|| str_at(ev, "/ts"))
-                    .filter(|_| !channel.is_empty())
-                    .map(|t| message_id(channel, t));
+                let thread_key = conversation(
+                    ev,
+                    channel,
+                    str_at(ev, "/thread_ts").or_else(|| str_at(ev, "/ts")),
+                );
                 self.unsupported(
                     thread_key,
                     self.claims(str_at(ev, "/user"), None),
@@ -348,4 +346,18 @@ impl Normalizer for SlackNormalizer {
         };
         Ok(vec![out])
     }
+}
+
+/// The conversation a message belongs to: a direct message channel (`im`, `mpim`) is one
+/// conversation, as a person reads it; in a channel each thread is its own (`channel:thread_ts`),
+/// so replies go into the thread.
+fn conversation(ev: &Value, channel: &str, thread: Option<&str>) -> Option<String> {
+    if channel.is_empty() {
+        return None;
+    }
+    let direct = matches!(str_at(ev, "/channel_type"), Some("im" | "mpim"));
+    if direct {
+        return Some(channel.to_string());
+    }
+    thread.map(|t| message_id(channel, t))
 }
