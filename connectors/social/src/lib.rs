@@ -4,8 +4,10 @@
 
 use switchboard_core::{ConfigResult, Connector, Env};
 
+pub mod telegram;
+
 /// The kinds this crate builds, for the hub's error messages.
-pub const KINDS: &[&str] = &[];
+pub const KINDS: &[&str] = &["telegram"];
 
 /// Builds the connector of `kind`, or `None` when this crate does not know the kind.
 pub fn build(
@@ -16,6 +18,10 @@ pub fn build(
     env: Env<'_>,
 ) -> Option<ConfigResult<Box<dyn Connector>>> {
     // One arm per provider: `"<kind>" => Some(<provider>::build(id, path, table, env))`.
-    let _ = (kind, id, path, &table, env);
-    None
+    match kind {
+        "telegram" => {
+            Some(telegram::build(id, path, table, env).map(|c| Box::new(c) as Box<dyn Connector>))
+        }
+        _ => None,
+    }
 }
