@@ -417,3 +417,88 @@ on_both_backends!(
     a_failed_replys_reason_never_contains_the_bot_token,
     super::a_failed_replys_reason_never_contains_the_bot_token
 );
+
+async fn a_refused_poll_marks_the_connector_unhealthy_and_keeps_retrying(db: Db) {
+    let fake = FakeProvider::start().await;
+    fake.on(
+        "POST",
+        &updates_path(),
+        [Answer::status_json(
+            401,
+            json!({"ok": false, "error_code": 401, "description": "Unauthorized"}),
+        )],
+    );
+    let base = fake.base.clone();
+    let Some(app) = spawn_app_with(db, |s| with_telegram(s, "poll", &base)).await else {
+        return;
+    };
+    // Two polls: the first refusal was recorded before the second call.
+    let got = fake
+        .wait_for(&updates_path(), 2, Duration::from_secs(10))
+        .await;
+    assert!(got.len() >= 2);
+    let list = app.get_json("/api/v1/connectors").await;
+    let tg = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "tg")
+        .cloned()
+        .unwrap();
+    assert_eq!(tg["health"], "unhealthy", "{tg}");
+    assert!(
+        tg["unhealthy_reason"]
+            .as_str()
+            .unwrap()
+            .contains("Unauthorized"),
+        "{tg}"
+    );
+    assert!(!list.to_string().contains(TOKEN_SECRET_HALF));
+    assert_eq!(tg["capabilities"]["poll"], true);
+
+    // The token is fixed on Telegram's side: the same task picks up where it left off.
+    fake.on(
+        "POST",
+        &updates_path(),
+        [page(vec![update(100, 1, "back")]), idle()],
+    );
+    // Counters and health are updated just after the commit: wait for them, bounded.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let tg = loop {
+        let list = app.get_json("/api/v1/connectors").await;
+        let tg = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == "tg")
+            .cloned()
+            .unwrap();
+        if tg["health"] == "healthy" || std::time::Instant::now() > deadline {
+            break tg;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(tg["health"], "healthy", "{tg}");
+    assert_eq!(tg["counters"]["accepted"], 1, "{tg}");
+    assert_eq!(
+        app.store.poll_cursor("tg").await.unwrap().as_deref(),
+        Some("101")
+    );
+    app.stop().await;
+}
+on_both_backends!(
+    a_refused_poll_marks_the_connector_unhealthy_and_keeps_retrying,
+    super::a_refused_poll_marks_the_connector_unhealthy_and_keeps_retrying
+);
+
+#[test]
+fn the_example_config_is_valid_and_builds_a_webhook_and_a_polling_bot() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/examples/telegram.toml");
+    let s = switchboard::config::load(std::path::Path::new(path)).expect("example config");
+    let reg = switchboard::registry::Registry::build(&s.connectors, &|_: &str| None)
+        .expect("example connectors");
+    let hook = reg.get("tg-support").expect("tg-support");
+    assert!(hook.connector.webhook().is_some() && hook.connector.poller().is_none());
+    let poll = reg.get("tg-sales").expect("tg-sales");
+    assert!(poll.connector.webhook().is_none() && poll.connector.poller().is_some());
+}

@@ -201,7 +201,7 @@ impl PollerRunner {
                 }
                 Some(Err(e)) => {
                     failures = failures.saturating_add(1);
-                    let wait = self.backoff(failures, &e).max(floor);
+                    let wait = backoff(&self.cfg, failures, &e).max(floor);
                     self.report(id, &e, failures, wait);
                     wait
                 }
@@ -264,20 +264,62 @@ impl PollerRunner {
             }
         }
     }
+}
 
-    fn backoff(&self, failures: u32, e: &PollError) -> Duration {
-        if let PollError::Provider(ConnectorError::RateLimited {
-            retry_after: Some(d),
-        }) = e
-        {
-            return *d;
+/// The wait after `failures` failed polls in a row: the provider's Retry-After when it gave
+/// one, else `base_backoff_ms` doubled per failure, capped, with ±20 % jitter.
+fn backoff(cfg: &PollerSettings, failures: u32, e: &PollError) -> Duration {
+    if let PollError::Provider(ConnectorError::RateLimited {
+        retry_after: Some(d),
+    }) = e
+    {
+        return *d;
+    }
+    let exp = failures.saturating_sub(1).min(30);
+    let base = cfg
+        .base_backoff_ms
+        .saturating_mul(1u64 << exp)
+        .min(cfg.max_backoff_ms);
+    Duration::from_millis((base as f64 * rand::thread_rng().gen_range(0.8..1.2)) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> PollerSettings {
+        PollerSettings {
+            base_backoff_ms: 1_000,
+            max_backoff_ms: 10_000,
+            ..PollerSettings::default()
         }
-        let exp = failures.saturating_sub(1).min(30);
-        let base = self
-            .cfg
-            .base_backoff_ms
-            .saturating_mul(1u64 << exp)
-            .min(self.cfg.max_backoff_ms);
-        Duration::from_millis((base as f64 * rand::thread_rng().gen_range(0.8..1.2)) as u64)
+    }
+
+    #[test]
+    fn backoff_doubles_per_failure_with_jitter_and_is_capped() {
+        let e = PollError::Provider(ConnectorError::Transient("x".into()));
+        for (failures, base) in [
+            (1, 1_000u64),
+            (2, 2_000),
+            (3, 4_000),
+            (5, 10_000),
+            (40, 10_000),
+        ] {
+            let ms = backoff(&cfg(), failures, &e).as_millis() as u64;
+            assert!(
+                ms >= base * 8 / 10 && ms <= base * 12 / 10,
+                "{failures}: {ms}"
+            );
+        }
+    }
+
+    #[test]
+    fn backoff_honours_the_providers_retry_after() {
+        let e = PollError::Provider(ConnectorError::RateLimited {
+            retry_after: Some(Duration::from_secs(17)),
+        });
+        assert_eq!(backoff(&cfg(), 1, &e), Duration::from_secs(17));
+        let no_hint = PollError::Provider(ConnectorError::RateLimited { retry_after: None });
+        assert!(backoff(&cfg(), 1, &no_hint) <= Duration::from_millis(1_200));
     }
 }
