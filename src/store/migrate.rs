@@ -43,6 +43,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0006_webhooks.sql"),
         postgres: include_str!("../../migrations/postgres/0006_webhooks.sql"),
     },
+    Migration {
+        version: 7,
+        name: "poll",
+        sqlite: include_str!("../../migrations/sqlite/0007_poll.sql"),
+        postgres: include_str!("../../migrations/postgres/0007_poll.sql"),
+    },
 ];
 
 impl Store {

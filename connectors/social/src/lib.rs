@@ -5,6 +5,7 @@
 pub mod line;
 pub mod meta;
 pub mod slack;
+pub mod telegram;
 pub mod twilio;
 
 use switchboard_core::{ConfigResult, Connector, Env};
@@ -14,6 +15,7 @@ pub const KINDS: &[&str] = &[
     "messenger",
     "instagram",
     "whatsapp",
+    "telegram",
     "line",
     "twilio",
     "slack",
@@ -35,6 +37,7 @@ pub fn build(
         "messenger" | "instagram" | "whatsapp" => {
             meta::Kind::parse(kind).map(|k| boxed(meta::build(k, id, path, table, env)))
         }
+        "telegram" => Some(boxed(telegram::build(id, path, table, env))),
         "line" => Some(boxed(line::build(id, path, table, env))),
         "twilio" => Some(boxed(twilio::build(id, path, table, env))),
         "slack" => Some(boxed(slack::build(id, path, table, env))),
