@@ -24,10 +24,6 @@ use crate::store::{now_ms, InsertOutcome, NewRawEvent, Store};
 /// transient failure.
 pub const CALL_MARGIN: Duration = Duration::from_secs(70);
 
-/// Told about every poll outcome: `Ok` after a stored page, the error otherwise. For the
-/// health API; the runner already marks the connector's counters.
-pub type HealthHook = Arc<dyn Fn(&str, Result<(), &ConnectorError>) + Send + Sync>;
-
 /// Why one poll iteration failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PollError {
@@ -124,7 +120,6 @@ pub struct PollerRunner {
     metrics: Arc<Metrics>,
     /// The pipeline's wake-up, notified after a page with new events is stored.
     wake: Arc<Notify>,
-    health: Option<HealthHook>,
 }
 
 impl PollerRunner {
@@ -141,14 +136,7 @@ impl PollerRunner {
             cfg,
             metrics,
             wake,
-            health: None,
         }
-    }
-
-    /// Calls `hook` after every poll (for a health API).
-    pub fn with_health_hook(mut self, hook: HealthHook) -> PollerRunner {
-        self.health = Some(hook);
-        self
     }
 
     pub fn enabled(&self) -> bool {
@@ -186,9 +174,6 @@ impl PollerRunner {
                         c.accepted.fetch_add(s.accepted as u64, Relaxed);
                         c.duplicate.fetch_add(s.duplicate as u64, Relaxed);
                         c.mark_healthy();
-                    }
-                    if let Some(h) = &self.health {
-                        h(id, Ok(()));
                     }
                     if s.accepted > 0 {
                         self.wake.notify_one();
@@ -248,15 +233,9 @@ impl PollerRunner {
                 if let Some(c) = self.metrics.connector(id) {
                     c.mark_unhealthy(r, now_ms());
                 }
-                if let Some(h) = &self.health {
-                    h(id, Err(ce));
-                }
                 tracing::warn!(connector_id = %id, error = %ce, failures, wait_ms, "the provider refused the poll; retrying with backoff");
             }
             PollError::Provider(ce) => {
-                if let Some(h) = &self.health {
-                    h(id, Err(ce));
-                }
                 tracing::warn!(connector_id = %id, error = %ce, failures, wait_ms, "poll failed; retrying");
             }
             PollError::Store(err) => {

@@ -1,5 +1,5 @@
 //! Telegram Bot API (`kind = "telegram"`): updates by webhook (secret-token header) or by
-//! long polling `getUpdates`; replies with `sendMessage`. See `docs/connectors/telegram.md`.
+//! long polling `getUpdates`; replies with `sendMessage`. See the README section "Telegram".
 
 mod api;
 mod config;
