@@ -49,7 +49,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok((registry, _)) => {
                     println!("{}: ok ({} connector(s))", file.display(), registry.len());
                     for c in registry.iter() {
-                        println!("  {} ({}) -> /webhooks/{}", c.id, c.kind, c.id);
+                        let mut does = Vec::new();
+                        if c.connector.webhook().is_some() {
+                            does.push(format!("webhooks at /webhooks/{}", c.id));
+                        }
+                        if c.connector.poller().is_some() {
+                            does.push("polls".to_string());
+                        }
+                        if c.connector.outbound().is_some() {
+                            does.push("sends replies".to_string());
+                        }
+                        println!("  {} ({}): {}", c.id, c.kind, does.join(", "));
                     }
                     ExitCode::SUCCESS
                 }

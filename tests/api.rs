@@ -304,7 +304,7 @@ async fn orders_reach_the_timeline_outside_conversations(db: Db) {
     assert_eq!(tl["items"][0]["conversation_id"], serde_json::Value::Null);
     assert_eq!(
         tl["items"][0]["body"],
-        json!({"type": "order", "order_id": "1001", "total": "59.90", "currency": "EUR", "status": "paid"})
+        json!({"type": "order", "order_id": "1001", "total_minor": 5990, "currency": "EUR", "status": "paid"})
     );
     assert_eq!(app.store.count("conversations").await.unwrap(), 0);
     app.stop().await;

@@ -33,7 +33,7 @@ fn shipped_config_passes_check_config() {
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.contains("api (generic) -> /webhooks/api"),
+        stdout.contains("api (generic): webhooks at /webhooks/api"),
         "{stdout}"
     );
     let out = bin()

@@ -171,6 +171,9 @@ pub struct Attachment {
 /// What happened, in the hub's own terms. Serialised as the timeline entry body.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+// An order with its addresses is the largest body; events live only for one pipeline batch, so
+// boxing it would buy nothing but noise in every connector.
+#[allow(clippy::large_enum_variant)]
 pub enum EventBody {
     Message {
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -191,33 +194,12 @@ pub enum EventBody {
     Delete {
         message_id: String,
     },
-    Order {
-        order_id: String,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        total: Option<String>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        currency: Option<String>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        status: Option<String>,
-    },
-    Payment {
-        payment_id: String,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        amount: Option<String>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        currency: Option<String>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        status: Option<String>,
-    },
-    Invoice {
-        invoice_id: String,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        total: Option<String>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        currency: Option<String>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        status: Option<String>,
-    },
+    /// Business documents: entities the hub keeps one current copy of (see `commerce`).
+    Order(crate::commerce::Order),
+    Payment(crate::commerce::Payment),
+    Invoice(crate::commerce::Invoice),
+    /// A customer record in another system (created or updated).
+    Profile(crate::commerce::Profile),
     /// A provider status update (delivered, read, failed) for one of our own sends.
     /// `message_id` is the provider's id of our message (what `Outbound::send` returned).
     Status {
@@ -237,6 +219,18 @@ pub enum EventBody {
 }
 
 impl EventBody {
+    /// `(entity kind, entity id, version)` for business documents, which the hub keeps as one
+    /// current copy per id; `None` for everything else.
+    pub fn entity(&self) -> Option<(&'static str, &str, Option<i64>)> {
+        match self {
+            EventBody::Order(o) => Some(("order", o.order_id.as_str(), o.updated_at)),
+            EventBody::Payment(p) => Some(("payment", p.payment_id.as_str(), p.updated_at)),
+            EventBody::Invoice(i) => Some(("invoice", i.invoice_id.as_str(), i.updated_at)),
+            EventBody::Profile(p) => Some(("profile", p.external_id.as_str(), p.updated_at)),
+            _ => None,
+        }
+    }
+
     /// The timeline entry kind, a stable string used in queries.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -246,6 +240,7 @@ impl EventBody {
             EventBody::Order { .. } => "order",
             EventBody::Payment { .. } => "payment",
             EventBody::Invoice { .. } => "invoice",
+            EventBody::Profile { .. } => "profile",
             EventBody::Status { .. } => "status",
             EventBody::Note { .. } => "note",
             EventBody::Unsupported { .. } => "unsupported",

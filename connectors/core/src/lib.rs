@@ -5,6 +5,7 @@
 //! error types the hub maps to HTTP answers and retries, the shared signature helpers, and the
 //! config helpers that name the exact key that is wrong.
 
+pub mod commerce;
 pub mod config;
 pub mod error;
 pub mod event;
@@ -15,6 +16,7 @@ pub mod signature;
 pub mod testkit;
 pub mod traits;
 
+pub use commerce::{money, Address, Invoice, LineItem, Order, Payment, Profile};
 pub use config::{ConfigError, ConfigResult, Env, Secret};
 pub use error::{ConnectorError, IngressError, NormalizeError, VerifyError};
 pub use event::{

@@ -98,6 +98,12 @@ pub struct PollPage {
 pub trait Poller: Send + Sync {
     async fn poll(&self, cursor: Option<Cursor>) -> Result<PollPage, ConnectorError>;
     fn interval(&self) -> Duration;
+    /// A cursor that makes `poll` walk the provider's history from `since_ms` (unix ms) to
+    /// now, for `switchboard backfill`; `None` when this connector cannot backfill. The
+    /// backfill keeps its own cursor, so it never moves the live poller's.
+    fn backfill_cursor(&self, _since_ms: i64) -> Option<Cursor> {
+        None
+    }
 }
 
 /// Pure: same raw event in, same normalised events out. No I/O, no clock.

@@ -140,11 +140,19 @@ impl Normalizer for GenericNormalizer {
                 thread_key: None,
                 claims: claims.clone(),
                 occurred_at,
-                body: EventBody::Order {
-                    order_id,
-                    total: self.get(&json, &m.order_total),
-                    currency: self.get(&json, &m.order_currency),
-                    status: self.get(&json, &m.order_status),
+                body: {
+                    let currency = self
+                        .get(&json, &m.order_currency)
+                        .map(|c| c.to_ascii_uppercase());
+                    EventBody::Order(switchboard_core::Order {
+                        order_id,
+                        total_minor: self.get(&json, &m.order_total).and_then(|t| {
+                            switchboard_core::money::minor(&t, currency.as_deref().unwrap_or(""))
+                        }),
+                        currency,
+                        status: self.get(&json, &m.order_status),
+                        ..Default::default()
+                    })
                 },
             });
         }

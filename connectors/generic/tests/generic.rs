@@ -229,12 +229,13 @@ fn order_fixture_normalises_to_an_order_outside_any_conversation() {
     );
     assert_eq!(
         out[0].body,
-        EventBody::Order {
+        EventBody::Order(switchboard_core::Order {
             order_id: "1001".into(),
-            total: Some("59.90".into()),
+            total_minor: Some(5990),
             currency: Some("EUR".into()),
-            status: Some("paid".into())
-        }
+            status: Some("paid".into()),
+            ..Default::default()
+        })
     );
 }
 
