@@ -55,6 +55,21 @@ pub enum Command {
         #[arg(long, value_name = "RFC3339")]
         since: Option<String>,
     },
+    /// Import a connector's history from its provider (orders, payments, documents …) from a
+    /// date on, with progress on stderr. Interrupted, it resumes where it stopped when run
+    /// again; events the hub already has are not imported twice. The imported events are
+    /// normalised before it exits.
+    Backfill {
+        /// Connector id, as in /webhooks/{id}.
+        #[arg(long)]
+        connector: String,
+        /// Start of the history to import: a date (YYYY-MM-DD, UTC) or RFC 3339.
+        #[arg(long, value_name = "DATE")]
+        since: String,
+        /// Discard an interrupted backfill and start again at --since.
+        #[arg(long)]
+        restart: bool,
+    },
     /// Print the API's OpenAPI 3.1 document (also served at /api/v1/openapi.json).
     Openapi,
     /// Inspect the job queue.

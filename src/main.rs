@@ -140,6 +140,62 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("replayed {n} raw event(s) of `{connector}`; {handled} job(s) processed");
             store.close().await;
         }
+        Command::Backfill {
+            connector,
+            since,
+            restart,
+        } => {
+            let since_ms = parse_date(&since)?;
+            let (registry, claims) = build_parts(&settings, &switchboard_core::config::process_env)
+                .map_err(|e| anyhow::anyhow!("config: {e}"))?;
+            let Some(inst) = registry.get(&connector).cloned() else {
+                anyhow::bail!("connector `{connector}` is not in the config");
+            };
+            let store = Store::connect(&settings.database).await?;
+            store.migrate().await?;
+            let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let report = switchboard::backfill::run(&store, &inst, since_ms, restart, None, |r| {
+                let secs = r.elapsed.as_secs_f64().max(0.001);
+                let line = format!(
+                    "{} {} page(s), {} new, {} already here, {:.0} events/s",
+                    if r.resumed { "resumed:" } else { "backfill:" },
+                    r.pages,
+                    r.accepted,
+                    r.duplicate,
+                    (r.accepted + r.duplicate) as f64 / secs
+                );
+                if tty {
+                    eprint!("\r{line}\x1b[K");
+                } else if r.pages % 20 == 0 || r.done {
+                    eprintln!("{line}");
+                }
+            })
+            .await;
+            if tty {
+                eprintln!();
+            }
+            let report = report?;
+            let metrics = std::sync::Arc::new(metrics::Metrics::new(
+                registry.iter().map(|c| c.id.as_str()),
+            ));
+            let pipeline = Pipeline::new(
+                store.clone(),
+                registry,
+                claims,
+                settings.pipeline.clone(),
+                metrics,
+                Default::default(),
+            );
+            let handled = pipeline.drain().await?;
+            println!(
+                "backfilled `{connector}`: {} page(s), {} new event(s), {} already present, in {:.1} s; {handled} job(s) normalised",
+                report.pages,
+                report.accepted,
+                report.duplicate,
+                report.elapsed.as_secs_f64()
+            );
+            store.close().await;
+        }
         Command::Jobs { dead, limit } => {
             let store = Store::connect(&settings.database).await?;
             let q = store.queue_stats().await?;
@@ -163,4 +219,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `YYYY-MM-DD` (midnight UTC) or RFC 3339, as unix ms.
+fn parse_date(s: &str) -> anyhow::Result<i64> {
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        if let Some(t) = d.and_hms_opt(0, 0, 0) {
+            return Ok(t.and_utc().timestamp_millis());
+        }
+    }
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.timestamp_millis())
+        .map_err(|_| anyhow::anyhow!("--since `{s}` is neither YYYY-MM-DD nor RFC 3339"))
 }

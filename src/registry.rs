@@ -21,28 +21,44 @@ pub struct ConnectorInstance {
     pub send_rate_per_sec: f64,
     /// Replies that may go at once before the rate applies (`send_burst`, default 10).
     pub send_burst: u32,
+    /// Poll calls per second to the provider, for the poller and backfill
+    /// (`poll_rate_per_sec`, default 5).
+    pub poll_rate_per_sec: f64,
 }
 
-/// Takes the hub-level keys out of a connector table, so every kind gets them and each
-/// connector's own config stays strict about unknown keys.
-fn hub_keys(path: &str, table: &mut toml::Table) -> Result<(f64, u32), ConfigError> {
-    let rate = match table.remove("send_rate_per_sec") {
-        None => 10.0,
+/// A per-second rate key, validated.
+fn rate_key(
+    path: &str,
+    table: &mut toml::Table,
+    key: &str,
+    default: f64,
+) -> Result<f64, ConfigError> {
+    let rate = match table.remove(key) {
+        None => default,
         Some(toml::Value::Integer(i)) => i as f64,
         Some(toml::Value::Float(f)) => f,
         Some(_) => {
             return Err(ConfigError::new(
-                format!("{path}.send_rate_per_sec"),
+                format!("{path}.{key}"),
                 "must be a number",
             ))
         }
     };
     if !(rate > 0.0 && rate <= 10_000.0) {
         return Err(ConfigError::new(
-            format!("{path}.send_rate_per_sec"),
+            format!("{path}.{key}"),
             "must be greater than 0 and at most 10000",
         ));
     }
+    Ok(rate)
+}
+
+/// Takes the hub-level keys out of a connector table, so every kind gets them and each
+/// connector's own config stays strict about unknown keys: `(send_rate_per_sec, send_burst,
+/// poll_rate_per_sec)`.
+fn hub_keys(path: &str, table: &mut toml::Table) -> Result<(f64, u32, f64), ConfigError> {
+    let rate = rate_key(path, table, "send_rate_per_sec", 10.0)?;
+    let poll_rate = rate_key(path, table, "poll_rate_per_sec", 5.0)?;
     let burst = match table.remove("send_burst") {
         None => 10,
         Some(toml::Value::Integer(i)) if (1..=10_000).contains(&i) => i as u32,
@@ -53,7 +69,7 @@ fn hub_keys(path: &str, table: &mut toml::Table) -> Result<(f64, u32), ConfigErr
             ))
         }
     };
-    Ok((rate, burst))
+    Ok((rate, burst, poll_rate))
 }
 
 #[derive(Clone, Default)]
@@ -96,7 +112,7 @@ impl Registry {
                 ));
             }
             let mut t = t.clone();
-            let (send_rate_per_sec, send_burst) = hub_keys(&path, &mut t)?;
+            let (send_rate_per_sec, send_burst, poll_rate_per_sec) = hub_keys(&path, &mut t)?;
             let table = toml::Value::Table(t.clone());
             let kind = match t.get("kind") {
                 Some(toml::Value::String(s)) => s.as_str(),
@@ -135,6 +151,7 @@ impl Registry {
                     connector,
                     send_rate_per_sec,
                     send_burst,
+                    poll_rate_per_sec,
                 }),
             );
         }

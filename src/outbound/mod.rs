@@ -30,7 +30,8 @@ pub struct Sender {
     pub event_retention_hours: u64,
 }
 
-fn limiter(rate_per_sec: f64, burst: u32) -> DefaultDirectRateLimiter {
+/// A per-connector rate limiter (sends, polls).
+pub(crate) fn limiter(rate_per_sec: f64, burst: u32) -> DefaultDirectRateLimiter {
     let period = Duration::from_secs_f64(1.0 / rate_per_sec.max(0.001));
     let quota = Quota::with_period(period)
         .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))

@@ -163,8 +163,14 @@ impl PollerRunner {
         let id = inst.id.as_str();
         let floor = Duration::from_millis(self.cfg.min_interval_ms.max(10));
         let mut failures: u32 = 0;
+        // The provider's API budget is shared with nobody else here: `poll_rate_per_sec`.
+        let limiter = crate::outbound::limiter(inst.poll_rate_per_sec, 1);
         tracing::info!(connector_id = %id, "poller started");
         while !*shutdown.borrow() {
+            tokio::select! {
+                _ = limiter.until_ready() => {}
+                _ = shutdown.changed() => break,
+            }
             let result = self.iteration(id, poller, &mut shutdown).await;
             let wait = match result {
                 None => break, // shutdown while the provider call was in flight

@@ -48,4 +48,15 @@ impl Store {
         });
         Ok(outcomes)
     }
+
+    /// Forgets a cursor (a finished or discarded backfill).
+    pub async fn delete_poll_cursor(&self, key: &str) -> anyhow::Result<()> {
+        with_pool!(self, write, |pool, pg| {
+            sqlx::query("DELETE FROM poll_cursors WHERE connector_id = $1")
+                .bind(key)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
 }
