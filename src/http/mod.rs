@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod api;
 pub mod connectors;
+pub mod documents;
 pub mod events;
 pub mod extract;
 pub mod inbox;

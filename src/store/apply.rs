@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 use sqlx::{QueryBuilder, Row};
 use switchboard_core::{Direction, EventBody, NormalizedEvent};
 
+use super::entities::apply_documents;
 use super::events::append_event;
 use super::inbox::{insert_entry, load_conv};
 use super::outbound::apply_status;
@@ -43,6 +44,8 @@ struct ConvTouch {
 }
 
 type Flat<'a> = Vec<(&'a PreparedEvent, usize, &'a NormalizedEvent)>;
+/// An item to write: its index in the flat batch, its customer, its conversation.
+type EntryRow<'a> = (usize, String, Option<&'a str>);
 
 impl Store {
     /// `(connector, provider message id)` of outbound-direction messages in the batch that
@@ -339,7 +342,9 @@ impl Store {
                 .map(|(k, t)| (k.as_str(), t.id.as_str()))
                 .collect();
 
-            let rows: Vec<(usize, String, Option<&str>)> = flat
+            // Business documents (orders, payments …) are entities kept as one current copy;
+            // everything else is a timeline entry per item.
+            let (documents, rows): (Vec<EntryRow>, Vec<EntryRow>) = flat
                 .iter()
                 .enumerate()
                 .map(|(n, _)| {
@@ -349,8 +354,9 @@ impl Store {
                         .and_then(|k| conv_id_of.get(k).copied());
                     (n, plan.customers[n].clone(), conv)
                 })
-                .collect();
+                .partition(|(n, _, _)| flat[*n].2.body.entity().is_some());
             stats.entries = rows.len();
+            stats.entries += apply_documents!(tx, flat, documents, now);
             let mut entry_ids: HashMap<(i64, i64), i64> = HashMap::new();
             for chunk in rows.chunks(CHUNK) {
                 let mut qb = QueryBuilder::new(

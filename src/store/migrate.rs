@@ -49,6 +49,13 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0007_poll.sql"),
         postgres: include_str!("../../migrations/postgres/0007_poll.sql"),
     },
+    // 8 is the email branch's thread refs.
+    Migration {
+        version: 9,
+        name: "entities",
+        sqlite: include_str!("../../migrations/sqlite/0009_entities.sql"),
+        postgres: include_str!("../../migrations/postgres/0009_entities.sql"),
+    },
 ];
 
 impl Store {

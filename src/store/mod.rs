@@ -8,6 +8,7 @@
 //! round trip per statement.
 
 mod apply;
+pub mod entities;
 pub mod error;
 pub mod events;
 pub mod inbox;
@@ -31,6 +32,7 @@ use sqlx::{QueryBuilder, Row};
 use switchboard_core::StoredEvent;
 
 pub use apply::{ApplyStats, PreparedEvent};
+pub use entities::DocumentRow;
 pub use error::StoreError;
 pub use events::{EventRecord, EVENT_KINDS};
 pub use inbox::{AgentPatch, ConversationPatch};

@@ -136,6 +136,7 @@ order_id = "/order/id"
 order_total = "/order/total"
 order_currency = "/order/currency"
 order_status = "/order/status"
+order_updated_at = "/order/updated_at"
 "#
     );
     config::from_str(&text, &[]).expect("test settings")

@@ -83,10 +83,13 @@ pub struct Mapping {
     pub order_total: Option<String>,
     pub order_currency: Option<String>,
     pub order_status: Option<String>,
+    /// The order's last-modified time (RFC 3339 or unix seconds): its version, so an older
+    /// copy never overwrites a newer one.
+    pub order_updated_at: Option<String>,
 }
 
 impl Mapping {
-    fn pointers(&self) -> [(&'static str, &Option<String>); 14] {
+    fn pointers(&self) -> [(&'static str, &Option<String>); 15] {
         [
             ("text", &self.text),
             ("thread", &self.thread),
@@ -102,6 +105,7 @@ impl Mapping {
             ("order_total", &self.order_total),
             ("order_currency", &self.order_currency),
             ("order_status", &self.order_status),
+            ("order_updated_at", &self.order_updated_at),
         ]
     }
 }

@@ -151,6 +151,11 @@ impl Normalizer for GenericNormalizer {
                         }),
                         currency,
                         status: self.get(&json, &m.order_status),
+                        updated_at: m
+                            .order_updated_at
+                            .as_deref()
+                            .and_then(|p| json.pointer(p))
+                            .and_then(parse_time),
                         ..Default::default()
                     })
                 },
