@@ -1,0 +1,22 @@
+//! ERP connectors (Odoo, ERPNext). Each provider is one folder (`mod.rs` builds it from its config table;
+//! `config`, `webhook`, `normalize`, `poll` as needed) and one arm in `build`, which the hub's
+//! registry calls for every kind this crate knows. Their documents (orders, payments,
+//! invoices, profiles) are `switchboard_core::commerce` types the hub keeps as entities.
+
+use switchboard_core::{ConfigResult, Connector, Env};
+
+/// The kinds this crate builds, for the hub's error messages.
+pub const KINDS: &[&str] = &[];
+
+/// Builds the connector of `kind`, or `None` when this crate does not know the kind.
+pub fn build(
+    kind: &str,
+    id: &str,
+    path: &str,
+    table: toml::Value,
+    env: Env<'_>,
+) -> Option<ConfigResult<Box<dyn Connector>>> {
+    // One arm per provider: `"<kind>" => Some(boxed(<provider>::build(id, path, table, env)))`.
+    let _ = (kind, id, path, &table, env);
+    None
+}
