@@ -10,6 +10,7 @@ use switchboard_core::{ConfigError, Connector, Env};
 pub fn kinds() -> Vec<&'static str> {
     let mut k = vec!["generic"];
     k.extend_from_slice(switchboard_social::KINDS);
+    k.extend_from_slice(switchboard_email::KINDS);
     k
 }
 
@@ -110,7 +111,9 @@ impl Registry {
                     "generic",
                     Box::new(switchboard_generic::build(&id, &path, table.clone(), env)?),
                 ),
-                other => match switchboard_social::build(other, &id, &path, table.clone(), env) {
+                other => match switchboard_social::build(other, &id, &path, table.clone(), env)
+                    .or_else(|| switchboard_email::build(other, &id, &path, table.clone(), env))
+                {
                     Some(built) => {
                         let c = built?;
                         (c.kind(), c)

@@ -1,0 +1,51 @@
+//! Email connectors. `kind = "email"` is one mailbox: an IMAP poller brings mail in, SMTP sends
+//! the replies. The inbound-parse kinds (`mailgun`, `postmark`, `sendgrid`) receive mail by
+//! webhook and may send their replies through an `email` connector's SMTP (`reply_via`). All of
+//! them share one MIME parser (`mime`) and one normaliser (`normalize`), so threading and
+//! identities work the same whichever way a mail arrived.
+
+pub mod config;
+pub mod mime;
+pub mod normalize;
+
+use switchboard_core::{ConfigResult, Connector, Env, Normalizer};
+
+/// The kinds this crate builds, for the hub's error messages.
+pub const KINDS: &[&str] = &["email"];
+
+/// A built `email` connector.
+pub struct Email {
+    normalizer: normalize::EmailNormalizer,
+}
+
+impl Connector for Email {
+    fn kind(&self) -> &'static str {
+        "email"
+    }
+    fn normalizer(&self) -> &dyn Normalizer {
+        &self.normalizer
+    }
+}
+
+/// Builds the connector of `kind`, or `None` when this crate does not know the kind.
+pub fn build(
+    kind: &str,
+    id: &str,
+    path: &str,
+    table: toml::Value,
+    env: Env<'_>,
+) -> Option<ConfigResult<Box<dyn Connector>>> {
+    match kind {
+        "email" => {
+            Some(build_email(id, path, table, env).map(|c| Box::new(c) as Box<dyn Connector>))
+        }
+        _ => None,
+    }
+}
+
+fn build_email(id: &str, path: &str, table: toml::Value, env: Env<'_>) -> ConfigResult<Email> {
+    let s = config::EmailSettings::from_table(id, path, table, env)?;
+    Ok(Email {
+        normalizer: normalize::EmailNormalizer { s: s.norm.clone() },
+    })
+}
