@@ -43,6 +43,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0006_webhooks.sql"),
         postgres: include_str!("../../migrations/postgres/0006_webhooks.sql"),
     },
+    Migration {
+        version: 8,
+        name: "threads",
+        sqlite: include_str!("../../migrations/sqlite/0008_threads.sql"),
+        postgres: include_str!("../../migrations/postgres/0008_threads.sql"),
+    },
 ];
 
 impl Store {

@@ -16,6 +16,7 @@ pub mod model;
 pub mod outbound;
 mod read;
 mod search;
+mod threads;
 pub mod webhooks;
 
 use std::collections::HashMap;
