@@ -5,10 +5,12 @@
 //! identities work the same whichever way a mail arrived.
 
 pub mod config;
+pub mod imap;
 pub mod mime;
 pub mod normalize;
+pub mod poll;
 
-use switchboard_core::{ConfigResult, Connector, Env, Normalizer};
+use switchboard_core::{ConfigResult, Connector, Env, Normalizer, Poller};
 
 /// The kinds this crate builds, for the hub's error messages.
 pub const KINDS: &[&str] = &["email"];
@@ -16,6 +18,7 @@ pub const KINDS: &[&str] = &["email"];
 /// A built `email` connector.
 pub struct Email {
     normalizer: normalize::EmailNormalizer,
+    poller: poll::ImapPoller,
 }
 
 impl Connector for Email {
@@ -24,6 +27,9 @@ impl Connector for Email {
     }
     fn normalizer(&self) -> &dyn Normalizer {
         &self.normalizer
+    }
+    fn poller(&self) -> Option<&dyn Poller> {
+        Some(&self.poller)
     }
 }
 
@@ -47,5 +53,6 @@ fn build_email(id: &str, path: &str, table: toml::Value, env: Env<'_>) -> Config
     let s = config::EmailSettings::from_table(id, path, table, env)?;
     Ok(Email {
         normalizer: normalize::EmailNormalizer { s: s.norm.clone() },
+        poller: poll::ImapPoller::new(s.imap.clone()),
     })
 }
