@@ -45,6 +45,10 @@ pub struct EmailConfig {
     /// Defaults to `password`.
     pub smtp_password: Option<Secret>,
     pub smtp_password_env: Option<String>,
+    /// Log in to the SMTP server (AUTH PLAIN/LOGIN); `false` for a relay that takes mail
+    /// from this host without it.
+    #[serde(default = "default_true")]
+    pub smtp_auth: bool,
     /// The address replies are sent from; defaults to `username` when that is an address.
     pub from_address: Option<String>,
     pub from_name: Option<String>,
@@ -136,6 +140,7 @@ pub struct SmtpSettings {
     pub tls: Tls,
     pub username: String,
     pub password: Secret,
+    pub auth: bool,
     pub from_address: String,
     pub from_name: Option<String>,
 }
@@ -328,6 +333,7 @@ impl EmailSettings {
                         .clone()
                         .unwrap_or_else(|| c.username.clone()),
                     password: pw,
+                    auth: c.smtp_auth,
                     from_address,
                     from_name: c.from_name.clone().filter(|n| !n.trim().is_empty()),
                 })

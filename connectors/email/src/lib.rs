@@ -9,8 +9,11 @@ pub mod imap;
 pub mod mime;
 pub mod normalize;
 pub mod poll;
+pub mod send;
 
-use switchboard_core::{ConfigResult, Connector, Env, Normalizer, Poller};
+use std::sync::Arc;
+
+use switchboard_core::{ConfigError, ConfigResult, Connector, Env, Normalizer, Outbound, Poller};
 
 /// The kinds this crate builds, for the hub's error messages.
 pub const KINDS: &[&str] = &["email"];
@@ -19,6 +22,7 @@ pub const KINDS: &[&str] = &["email"];
 pub struct Email {
     normalizer: normalize::EmailNormalizer,
     poller: poll::ImapPoller,
+    outbound: Option<Arc<send::SmtpSender>>,
 }
 
 impl Connector for Email {
@@ -30,6 +34,9 @@ impl Connector for Email {
     }
     fn poller(&self) -> Option<&dyn Poller> {
         Some(&self.poller)
+    }
+    fn outbound(&self) -> Option<&dyn Outbound> {
+        self.outbound.as_deref().map(|o| o as &dyn Outbound)
     }
 }
 
@@ -54,5 +61,18 @@ fn build_email(id: &str, path: &str, table: toml::Value, env: Env<'_>) -> Config
     Ok(Email {
         normalizer: normalize::EmailNormalizer { s: s.norm.clone() },
         poller: poll::ImapPoller::new(s.imap.clone()),
+        outbound: smtp_sender(path, s.smtp)?,
     })
+}
+
+fn smtp_sender(
+    path: &str,
+    s: Option<config::SmtpSettings>,
+) -> ConfigResult<Option<Arc<send::SmtpSender>>> {
+    s.map(|s| {
+        send::SmtpSender::new(s)
+            .map(Arc::new)
+            .map_err(|e| ConfigError::new(format!("{path}.smtp_host"), e))
+    })
+    .transpose()
 }
