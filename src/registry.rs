@@ -112,8 +112,9 @@ impl Registry {
                     Box::new(switchboard_generic::build(&id, &path, table.clone(), env)?),
                 ),
                 other => match switchboard_social::build(other, &id, &path, table.clone(), env)
-                    .or_else(|| switchboard_email::build(other, &id, &path, table.clone(), env))
-                {
+                    .or_else(|| {
+                        switchboard_email::build_in(other, &id, &path, table.clone(), env, tables)
+                    }) {
                     Some(built) => {
                         let c = built?;
                         (c.kind(), c)
