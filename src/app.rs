@@ -15,6 +15,7 @@ use crate::ingest::{IngestWriters, Ingestor};
 use crate::metrics::Metrics;
 use crate::outbound::Sender;
 use crate::pipeline::Pipeline;
+use crate::poller::PollerRunner;
 use crate::registry::Registry;
 use crate::store::{Backend, Store};
 use crate::webhooks_out::Dispatcher;
@@ -27,6 +28,7 @@ pub struct Application {
     pipeline: Arc<Pipeline>,
     sender: Arc<Sender>,
     webhook_dispatcher: Arc<Dispatcher>,
+    poller: Arc<PollerRunner>,
     outbound_enabled: bool,
     stopping: watch::Sender<bool>,
 }
@@ -84,8 +86,15 @@ impl Application {
             claims.clone(),
             settings.pipeline.clone(),
             metrics.clone(),
-            wake,
+            wake.clone(),
         );
+        let poller = Arc::new(PollerRunner::new(
+            store.clone(),
+            registry.clone(),
+            settings.poller.clone(),
+            metrics.clone(),
+            wake,
+        ));
         if store.backend() == Backend::Sqlite {
             pipeline = pipeline.yield_to_ingest(ingestor.pressure());
         }
@@ -124,6 +133,7 @@ impl Application {
             pipeline,
             sender,
             webhook_dispatcher,
+            poller,
             outbound_enabled: settings.outbound.enabled,
             stopping: stopping_tx,
         })
@@ -149,6 +159,10 @@ impl Application {
         self.webhook_dispatcher.clone()
     }
 
+    pub fn poller(&self) -> Arc<PollerRunner> {
+        self.poller.clone()
+    }
+
     /// Serves until `shutdown` resolves, then finishes in-flight requests, commits what the
     /// ingest writers hold, lets the pipeline finish its batch, and closes the store.
     pub async fn run_until_stopped(
@@ -162,6 +176,7 @@ impl Application {
             pipeline,
             sender,
             webhook_dispatcher,
+            poller,
             outbound_enabled,
             stopping,
         } = self;
@@ -171,6 +186,11 @@ impl Application {
             .enabled()
             .then(|| tokio::spawn(pipeline.clone().run(stop_rx.clone())));
         let sending = outbound_enabled.then(|| tokio::spawn(sender.clone().run(stop_rx.clone())));
+        let polling = if poller.enabled() {
+            poller.clone().spawn(stop_rx.clone())
+        } else {
+            Vec::new()
+        };
         let dispatching = webhook_dispatcher
             .enabled()
             .then(|| tokio::spawn(webhook_dispatcher.clone().run(stop_rx)));
@@ -196,6 +216,9 @@ impl Application {
             let _ = w.await;
         }
         if let Some(w) = dispatching {
+            let _ = w.await;
+        }
+        for w in polling {
             let _ = w.await;
         }
         store.close().await;

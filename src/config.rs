@@ -22,6 +22,8 @@ pub struct Settings {
     #[serde(default)]
     pub outbound: OutboundSettings,
     #[serde(default)]
+    pub poller: PollerSettings,
+    #[serde(default)]
     pub events: EventsSettings,
     #[serde(default)]
     pub webhooks: WebhooksSettings,
@@ -122,6 +124,32 @@ impl Default for PipelineSettings {
             max_backoff_ms: 300_000,
             lease_secs: 60,
             idle_poll_ms: 250,
+        }
+    }
+}
+
+/// The poller runner: one task per connector that polls (Telegram `getUpdates`, …).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PollerSettings {
+    /// Run the pollers on this node. With several nodes on one PostgreSQL, turn it on for
+    /// one node only (there is no poll lease yet).
+    pub enabled: bool,
+    /// Least pause between two polls that found nothing more, even when a connector's
+    /// interval is zero (long polling), so a provider that fails fast cannot make us spin.
+    pub min_interval_ms: u64,
+    /// First retry delay after a failed poll; doubles per failure (with jitter), capped.
+    pub base_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+}
+
+impl Default for PollerSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            min_interval_ms: 200,
+            base_backoff_ms: 1_000,
+            max_backoff_ms: 300_000,
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod outbound;
 pub mod pipeline;
+pub mod poller;
 pub mod registry;
 pub mod store;
 pub mod telemetry;

@@ -4,8 +4,8 @@
 //! shows ONE conversation with the messages in order. The first answer names only our
 //! Message-ID (In-Reply-To), so only the id recorded at send time can thread it.
 //!
-//! The IMAP poller runs directly here and its page is stored the way the hub's poller runner
-//! stores pages (raw events + normalise jobs), then the pipeline is drained.
+//! The hub's own poller runner polls the mailbox (IDLE on), stores pages with their cursor and
+//! wakes the pipeline; the sender worker delivers the reply.
 
 mod common;
 #[path = "../connectors/email/tests/support/mod.rs"]
@@ -15,47 +15,41 @@ use std::time::Duration;
 
 use common::{spawn_app_with, Db};
 use email_support::{Dovecot, Smtp, PASSWORD, USER};
-use switchboard::store::NewRawEvent;
-use switchboard_core::Connector;
 
 fn config(imap_port: u16, smtp_port: u16) -> String {
     format!(
         "id = \"mail\"\nkind = \"email\"\nimap_host = \"127.0.0.1\"\nimap_port = {imap_port}\nimap_tls = \"none\"\n\
-         username = \"{USER}\"\npassword = \"{PASSWORD}\"\nidle = false\nsmtp_host = \"127.0.0.1\"\n\
+         username = \"{USER}\"\npassword = \"{PASSWORD}\"\nidle_timeout_secs = 3\nsmtp_host = \"127.0.0.1\"\n\
          smtp_port = {smtp_port}\nsmtp_tls = \"none\"\nsmtp_auth = false\nfrom_name = \"Shop Support\""
     )
 }
 
-/// One poll of the mailbox, stored as the runner would; then the pipeline runs.
-async fn poll_into_hub(
-    app: &common::TestApp,
-    c: &dyn Connector,
-    cursor: &mut Option<String>,
-) -> usize {
-    let page = c
-        .poller()
-        .expect("poller")
-        .poll(cursor.clone())
-        .await
-        .expect("poll");
-    *cursor = page.next_cursor;
-    let n = page.events.len();
-    let events: Vec<NewRawEvent> = page
-        .events
-        .into_iter()
-        .map(|e| NewRawEvent {
-            connector_id: "mail".into(),
-            provider_event_id: e.provider_event_id,
-            kind: e.kind,
-            occurred_at: e.occurred_at,
-            received_at: chrono::Utc::now().timestamp_millis(),
-            headers: serde_json::to_string(&e.headers).expect("headers"),
-            payload: e.payload,
-        })
-        .collect();
-    app.store.insert_raw_events(&events).await.expect("insert");
-    app.drain().await;
-    n
+/// Waits (bounded) until the hub's own poller runner has brought `n` inbound messages in.
+async fn wait_inbound(app: &common::TestApp, n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        app.drain().await;
+        let list = app.get_json("/api/v1/conversations?limit=10").await;
+        let mut inbound = 0;
+        for c in list["items"].as_array().expect("items") {
+            let id = c["id"].as_str().expect("id");
+            let conv = app.get_json(&format!("/api/v1/conversations/{id}")).await;
+            inbound += conv["messages"]
+                .as_array()
+                .expect("messages")
+                .iter()
+                .filter(|m| m["direction"] == "inbound")
+                .count();
+        }
+        if inbound >= n {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{inbound} of {n} inbound messages arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 fn rfc2822(offset_secs: i64) -> String {
@@ -74,21 +68,14 @@ async fn mail_reply_answer_is_one_conversation_in_order(db: Db) {
     let app_cfg = cfg.clone();
     let Some(app) = spawn_app_with(db, move |s| {
         s.connectors.push(toml::from_str(&app_cfg).expect("toml"));
+        s.poller.min_interval_ms = 20;
+        s.poller.base_backoff_ms = 50;
+        s.poller.max_backoff_ms = 500;
     })
     .await
     else {
         return;
     };
-    let poller = switchboard_email::build(
-        "email",
-        "mail",
-        "connectors[9]",
-        toml::from_str(&cfg).expect("toml"),
-        &|_| None,
-    )
-    .expect("kind")
-    .expect("config");
-    let mut cursor = None;
 
     // 1. The customer writes.
     dv.deliver(
@@ -98,7 +85,7 @@ async fn mail_reply_answer_is_one_conversation_in_order(db: Db) {
         )
         .as_bytes(),
     );
-    assert_eq!(poll_into_hub(&app, poller.as_ref(), &mut cursor).await, 1);
+    wait_inbound(&app, 1).await;
     let list = app.get_json("/api/v1/conversations?limit=10").await;
     let convs = list["items"].as_array().expect("items");
     assert_eq!(convs.len(), 1, "{list}");
@@ -145,15 +132,7 @@ async fn mail_reply_answer_is_one_conversation_in_order(db: Db) {
         )
         .as_bytes(),
     );
-    let mut polled = 0;
-    for _ in 0..20 {
-        polled += poll_into_hub(&app, poller.as_ref(), &mut cursor).await;
-        if polled > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(polled, 1);
+    wait_inbound(&app, 2).await;
 
     // 4. The customer answers again, quoting our reply, with full References.
     dv.deliver(
@@ -163,15 +142,7 @@ async fn mail_reply_answer_is_one_conversation_in_order(db: Db) {
         )
         .as_bytes(),
     );
-    let mut polled = 0;
-    for _ in 0..20 {
-        polled += poll_into_hub(&app, poller.as_ref(), &mut cursor).await;
-        if polled > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(polled, 1);
+    wait_inbound(&app, 3).await;
 
     let list = app.get_json("/api/v1/conversations?limit=10").await;
     assert_eq!(
@@ -208,8 +179,15 @@ async fn mail_reply_answer_is_one_conversation_in_order(db: Db) {
         ],
         "{c}"
     );
-    // Polling again brings nothing new.
-    assert_eq!(poll_into_hub(&app, poller.as_ref(), &mut cursor).await, 0);
+    // The stored cursor: three mails seen in INBOX.
+    let cursor = app
+        .store
+        .poll_cursor("mail")
+        .await
+        .expect("cursor")
+        .expect("a cursor");
+    let cursor: serde_json::Value = serde_json::from_str(&cursor).expect("json cursor");
+    assert_eq!(cursor["mailboxes"]["INBOX"]["last_uid"], 3, "{cursor}");
     app.stop().await;
 }
 on_both_backends!(

@@ -31,6 +31,8 @@ async fn app(db: Db) -> Option<common::TestApp> {
         )
         .expect("toml");
         s.connectors.push(t);
+        // Mail is stored directly below, as the poller runner would; no IMAP server here.
+        s.poller.enabled = false;
     })
     .await
 }

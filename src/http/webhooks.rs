@@ -101,7 +101,16 @@ pub async fn receive(
             return reject(code, Problem::bad_request(code, e.to_string()));
         }
     };
+    let custom_ack = |hook: &dyn switchboard_core::WebhookIngress| {
+        hook.accepted_reply().map(|r| {
+            let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK);
+            (status, [(header::CONTENT_TYPE, r.content_type)], r.body).into_response()
+        })
+    };
     if events.is_empty() {
+        if let Some(r) = custom_ack(hook) {
+            return r;
+        }
         return (
             StatusCode::OK,
             Json(serde_json::json!({ "status": "ignored" })),
@@ -131,6 +140,9 @@ pub async fn receive(
             if let Some(c) = counters {
                 c.accepted.fetch_add(accepted as u64, Relaxed);
                 c.duplicate.fetch_add(duplicate as u64, Relaxed);
+            }
+            if let Some(r) = custom_ack(hook) {
+                return r;
             }
             let status = if accepted == 0 {
                 "duplicate"

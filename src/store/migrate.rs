@@ -44,6 +44,12 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../../migrations/postgres/0006_webhooks.sql"),
     },
     Migration {
+        version: 7,
+        name: "poll",
+        sqlite: include_str!("../../migrations/sqlite/0007_poll.sql"),
+        postgres: include_str!("../../migrations/postgres/0007_poll.sql"),
+    },
+    Migration {
         version: 8,
         name: "threads",
         sqlite: include_str!("../../migrations/sqlite/0008_threads.sql"),

@@ -14,12 +14,12 @@ pub mod inbox;
 mod migrate;
 pub mod model;
 pub mod outbound;
+mod poll;
 mod read;
 mod search;
 mod threads;
 pub mod webhooks;
 
-use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -103,6 +103,79 @@ macro_rules! begin_write {
     };
 }
 pub(crate) use begin_write;
+
+/// Inserts raw events and their normalise jobs inside the caller's open transaction `$tx`
+/// (so a poller can advance its cursor in the same one). Evaluates to one `InsertOutcome` per
+/// item, in order; a repeated (connector, event id) — stored or earlier in `$items` — is a
+/// duplicate. Uses `?`: call it in a function returning `anyhow::Result`.
+macro_rules! insert_raw_in_tx {
+    ($tx:ident, $items:expr) => {{
+        let items: &[$crate::store::NewRawEvent] = $items;
+        let mut first: std::collections::HashMap<(&str, &str), usize> =
+            std::collections::HashMap::with_capacity(items.len());
+        let mut unique = Vec::with_capacity(items.len());
+        for (i, it) in items.iter().enumerate() {
+            if let std::collections::hash_map::Entry::Vacant(e) =
+                first.entry((&it.connector_id, &it.provider_event_id))
+            {
+                e.insert(i);
+                unique.push(i);
+            }
+        }
+        let now = $crate::store::now_ms();
+        let mut inserted: std::collections::HashMap<usize, i64> =
+            std::collections::HashMap::with_capacity(unique.len());
+        for chunk in unique.chunks($crate::store::CHUNK) {
+            let mut qb = sqlx::QueryBuilder::new(
+                "INSERT INTO raw_events (connector_id, provider_event_id, kind, occurred_at, received_at, headers, payload) ",
+            );
+            qb.push_values(chunk, |mut b, &i| {
+                let it = &items[i];
+                b.push_bind(it.connector_id.as_str())
+                    .push_bind(it.provider_event_id.as_str())
+                    .push_bind(it.kind.as_str())
+                    .push_bind(it.occurred_at)
+                    .push_bind(it.received_at)
+                    .push_bind(it.headers.as_str())
+                    .push_bind(&it.payload[..]);
+            });
+            qb.push(" ON CONFLICT (connector_id, provider_event_id) DO NOTHING RETURNING id, connector_id, provider_event_id");
+            for row in qb.build().fetch_all(&mut *$tx).await? {
+                let id: i64 = sqlx::Row::try_get(&row, 0)?;
+                let c: String = sqlx::Row::try_get(&row, 1)?;
+                let p: String = sqlx::Row::try_get(&row, 2)?;
+                if let Some(&i) = first.get(&(c.as_str(), p.as_str())) {
+                    inserted.insert(i, id);
+                }
+            }
+        }
+        let ids: Vec<i64> = unique
+            .iter()
+            .filter_map(|i| inserted.get(i).copied())
+            .collect();
+        for chunk in ids.chunks($crate::store::CHUNK) {
+            let mut qb = sqlx::QueryBuilder::new(
+                "INSERT INTO jobs (kind, raw_event_id, state, attempts, run_at, created_at) ",
+            );
+            qb.push_values(chunk, |mut b, id| {
+                b.push_bind("normalize")
+                    .push_bind(*id)
+                    .push_bind("queued")
+                    .push_bind(0_i64)
+                    .push_bind(now)
+                    .push_bind(now);
+            });
+            qb.build().execute(&mut *$tx).await?;
+        }
+        (0..items.len())
+            .map(|i| match inserted.get(&i) {
+                Some(id) => $crate::store::InsertOutcome::Accepted(*id),
+                None => $crate::store::InsertOutcome::Duplicate,
+            })
+            .collect::<Vec<_>>()
+    }};
+}
+pub(crate) use insert_raw_in_tx;
 
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -197,70 +270,13 @@ impl Store {
         &self,
         items: &[NewRawEvent],
     ) -> anyhow::Result<Vec<InsertOutcome>> {
-        let mut first: HashMap<(&str, &str), usize> = HashMap::with_capacity(items.len());
-        let mut unique = Vec::with_capacity(items.len());
-        for (i, it) in items.iter().enumerate() {
-            if let std::collections::hash_map::Entry::Vacant(e) =
-                first.entry((&it.connector_id, &it.provider_event_id))
-            {
-                e.insert(i);
-                unique.push(i);
-            }
-        }
-        let now = now_ms();
-        let mut inserted: HashMap<usize, i64> = HashMap::with_capacity(unique.len());
+        let outcomes;
         with_pool!(self, write, |pool, pg| {
             let mut tx = begin_write!(pool, pg)?;
-            for chunk in unique.chunks(CHUNK) {
-                let mut qb = QueryBuilder::new(
-                    "INSERT INTO raw_events (connector_id, provider_event_id, kind, occurred_at, received_at, headers, payload) ",
-                );
-                qb.push_values(chunk, |mut b, &i| {
-                    let it = &items[i];
-                    b.push_bind(it.connector_id.as_str())
-                        .push_bind(it.provider_event_id.as_str())
-                        .push_bind(it.kind.as_str())
-                        .push_bind(it.occurred_at)
-                        .push_bind(it.received_at)
-                        .push_bind(it.headers.as_str())
-                        .push_bind(&it.payload[..]);
-                });
-                qb.push(" ON CONFLICT (connector_id, provider_event_id) DO NOTHING RETURNING id, connector_id, provider_event_id");
-                for row in qb.build().fetch_all(&mut *tx).await? {
-                    let id: i64 = row.try_get(0)?;
-                    let c: String = row.try_get(1)?;
-                    let p: String = row.try_get(2)?;
-                    if let Some(&i) = first.get(&(c.as_str(), p.as_str())) {
-                        inserted.insert(i, id);
-                    }
-                }
-            }
-            let ids: Vec<i64> = unique
-                .iter()
-                .filter_map(|i| inserted.get(i).copied())
-                .collect();
-            for chunk in ids.chunks(CHUNK) {
-                let mut qb = QueryBuilder::new(
-                    "INSERT INTO jobs (kind, raw_event_id, state, attempts, run_at, created_at) ",
-                );
-                qb.push_values(chunk, |mut b, id| {
-                    b.push_bind("normalize")
-                        .push_bind(*id)
-                        .push_bind("queued")
-                        .push_bind(0_i64)
-                        .push_bind(now)
-                        .push_bind(now);
-                });
-                qb.build().execute(&mut *tx).await?;
-            }
+            outcomes = insert_raw_in_tx!(tx, items);
             tx.commit().await?;
         });
-        Ok((0..items.len())
-            .map(|i| match inserted.get(&i) {
-                Some(id) => InsertOutcome::Accepted(*id),
-                None => InsertOutcome::Duplicate,
-            })
-            .collect())
+        Ok(outcomes)
     }
 
     /// Jobs whose worker vanished (lease expired) become claimable again.

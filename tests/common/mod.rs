@@ -159,6 +159,11 @@ pub async fn spawn_app(db: Db) -> Option<TestApp> {
 
 pub async fn spawn_app_with(db: Db, tweak: impl FnOnce(&mut Settings)) -> Option<TestApp> {
     let tdb = fresh_db(db).await?;
+    Some(spawn_app_on(tdb, tweak).await)
+}
+
+/// Spawns the app on an existing database (e.g. the one a stopped app returned: a restart).
+pub async fn spawn_app_on(tdb: TestDb, tweak: impl FnOnce(&mut Settings)) -> TestApp {
     let mut s = settings(&tdb.url);
     tweak(&mut s);
     let app = Application::build(s).await.expect("build app");
@@ -173,7 +178,7 @@ pub async fn spawn_app_with(db: Db, tweak: impl FnOnce(&mut Settings)) -> Option
     let handle = tokio::spawn(app.run_until_stopped(async move {
         let _ = rx.await;
     }));
-    Some(TestApp {
+    TestApp {
         addr,
         store,
         pipeline,
@@ -182,7 +187,7 @@ pub async fn spawn_app_with(db: Db, tweak: impl FnOnce(&mut Settings)) -> Option
         shutdown: Some(tx),
         handle: Some(handle),
         db: tdb,
-    })
+    }
 }
 
 pub fn sign(body: &[u8]) -> String {

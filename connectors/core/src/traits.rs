@@ -75,6 +75,11 @@ pub enum Ingress {
 pub trait WebhookIngress: Send + Sync {
     fn verify<'a>(&self, req: &'a InboundRequest<'a>) -> Result<Verified<'a>, VerifyError>;
     fn parse(&self, req: Verified<'_>) -> Result<Ingress, IngressError>;
+    /// The 200 answer once the events are stored (or were duplicates), for providers that
+    /// expect a particular body (Twilio: empty TwiML). `None`: the hub's JSON summary.
+    fn accepted_reply(&self) -> Option<Reply> {
+        None
+    }
 }
 
 /// An opaque position in a provider's stream, stored by the hub.
