@@ -10,6 +10,7 @@ use switchboard_core::{ConfigError, Connector, Env};
 pub fn kinds() -> Vec<&'static str> {
     let mut k = vec!["generic"];
     k.extend_from_slice(switchboard_social::KINDS);
+    k.extend_from_slice(switchboard_email::KINDS);
     k.extend_from_slice(switchboard_commerce::KINDS);
     k.extend_from_slice(switchboard_erp::KINDS);
     k
@@ -129,6 +130,9 @@ impl Registry {
                     Box::new(switchboard_generic::build(&id, &path, table.clone(), env)?),
                 ),
                 other => match switchboard_social::build(other, &id, &path, table.clone(), env)
+                    .or_else(|| {
+                        switchboard_email::build_in(other, &id, &path, table.clone(), env, tables)
+                    })
                     .or_else(|| switchboard_commerce::build(other, &id, &path, table.clone(), env))
                     .or_else(|| switchboard_erp::build(other, &id, &path, table.clone(), env))
                 {

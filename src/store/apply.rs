@@ -10,6 +10,7 @@ use super::entities::apply_documents;
 use super::events::append_event;
 use super::inbox::{insert_entry, load_conv};
 use super::outbound::apply_status;
+use super::threads::{self, KnownRefs};
 use super::{begin_write, now_ms, with_pool, Pools, Store, CHUNK};
 use crate::pipeline::identity::{self, conversation_key, identity_key, EventClaims, Known};
 
@@ -121,7 +122,7 @@ impl Store {
                 _ => true,
             });
         }
-        let inputs: Vec<EventClaims> = flat
+        let mut inputs: Vec<EventClaims> = flat
             .iter()
             .map(|(ev, _, item)| EventClaims {
                 connector_id: ev.connector_id.clone(),
@@ -143,13 +144,10 @@ impl Store {
             }
             s.into_iter().collect()
         };
-        let conv_keys: Vec<String> = {
-            let s: HashSet<String> = inputs
-                .iter()
-                .filter_map(|i| i.conversation_key.clone())
-                .collect();
-            s.into_iter().collect()
-        };
+        let ref_keys = threads::lookup_keys(
+            flat.iter()
+                .map(|(ev, _, item)| (ev.connector_id.as_str(), *item)),
+        );
 
         let mut stats = ApplyStats::default();
         with_pool!(self, write, |pool, pg| {
@@ -161,6 +159,39 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             }
+
+            // Threads: an event whose refs (email Message-IDs, a subject) name a conversation
+            // joins it; its refs are recorded below for the conversation it lands in.
+            let mut known_refs = KnownRefs::new();
+            for chunk in ref_keys.chunks(CHUNK) {
+                let mut qb = QueryBuilder::new(
+                    "SELECT r.connector_id, r.ref, v.conv_key, r.last_at FROM conversation_refs r \
+                     JOIN conversations v ON v.id = r.conversation_id WHERE ",
+                );
+                let mut sep = qb.separated(" OR ");
+                for (c, k) in chunk {
+                    sep.push("(r.connector_id = ")
+                        .push_bind_unseparated(c.as_str())
+                        .push_unseparated(" AND r.ref = ")
+                        .push_bind_unseparated(k.as_str())
+                        .push_unseparated(")");
+                }
+                for r in qb.build().fetch_all(&mut *tx).await? {
+                    known_refs.insert(
+                        (r.try_get(0)?, r.try_get(1)?),
+                        (r.try_get(2)?, r.try_get(3)?),
+                    );
+                }
+            }
+            let items: Vec<&NormalizedEvent> = flat.iter().map(|(_, _, item)| *item).collect();
+            let ref_rows = threads::join(&items, &mut inputs, &mut known_refs);
+            let conv_keys: Vec<String> = {
+                let s: HashSet<String> = inputs
+                    .iter()
+                    .filter_map(|i| i.conversation_key.clone())
+                    .collect();
+                s.into_iter().collect()
+            };
 
             let mut known = Known::default();
             let mut conv_ids: HashMap<String, String> = HashMap::new();
@@ -341,6 +372,34 @@ impl Store {
                 .iter()
                 .map(|(k, t)| (k.as_str(), t.id.as_str()))
                 .collect();
+            for windowed in [false, true] {
+                let rows: Vec<(&threads::RefRow, &str)> = ref_rows
+                    .iter()
+                    .filter(|r| r.windowed == windowed)
+                    .filter_map(|r| conv_id_of.get(r.conv_key.as_str()).map(|id| (r, *id)))
+                    .collect();
+                for chunk in rows.chunks(CHUNK) {
+                    let mut qb = QueryBuilder::new(
+                        "INSERT INTO conversation_refs (connector_id, ref, conversation_id, last_at) ",
+                    );
+                    qb.push_values(chunk, |mut b, (r, conv)| {
+                        b.push_bind(r.connector_id.as_str())
+                            .push_bind(r.key.as_str())
+                            .push_bind(*conv)
+                            .push_bind(r.last_at);
+                    });
+                    // An exact ref keeps its first conversation; a windowed one (a subject)
+                    // names the conversation that used it last.
+                    qb.push(if windowed {
+                        " ON CONFLICT (connector_id, ref) DO UPDATE SET conversation_id = excluded.conversation_id, \
+                         last_at = excluded.last_at WHERE excluded.last_at >= conversation_refs.last_at"
+                    } else {
+                        " ON CONFLICT (connector_id, ref) DO UPDATE SET last_at = excluded.last_at \
+                         WHERE excluded.last_at > conversation_refs.last_at"
+                    });
+                    qb.build().execute(&mut *tx).await?;
+                }
+            }
 
             // Business documents (orders, payments …) are entities kept as one current copy;
             // everything else is a timeline entry per item.

@@ -49,7 +49,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0007_poll.sql"),
         postgres: include_str!("../../migrations/postgres/0007_poll.sql"),
     },
-    // 8 is the email branch's thread refs.
+    Migration {
+        version: 8,
+        name: "threads",
+        sqlite: include_str!("../../migrations/sqlite/0008_threads.sql"),
+        postgres: include_str!("../../migrations/postgres/0008_threads.sql"),
+    },
     Migration {
         version: 9,
         name: "entities",

@@ -18,6 +18,7 @@ pub mod outbound;
 mod poll;
 mod read;
 mod search;
+mod threads;
 pub mod webhooks;
 
 use std::str::FromStr;

@@ -280,6 +280,23 @@ impl Store {
             };
             let mut tx = begin_write!(pool, pg)?;
             if q.execute(&mut *tx).await?.rows_affected() > 0 {
+                // The id of a sent reply names its conversation, so an answer that refers to it
+                // (an email's In-Reply-To/References) threads back.
+                if let SendOutcome::Sent {
+                    provider_message_id: Some(pid),
+                } = outcome
+                {
+                    sqlx::query(
+                        "INSERT INTO conversation_refs (connector_id, ref, conversation_id, last_at) \
+                         SELECT connector_id, $1, conversation_id, $2 FROM outbound_messages WHERE id = $3 \
+                         ON CONFLICT (connector_id, ref) DO NOTHING",
+                    )
+                    .bind(pid.as_str())
+                    .bind(now)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
                 announce!(tx, id, now);
             }
             tx.commit().await?;

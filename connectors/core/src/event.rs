@@ -261,4 +261,11 @@ pub struct NormalizedEvent {
     /// Unix milliseconds.
     pub occurred_at: i64,
     pub body: EventBody,
+    /// Other keys this event's conversation may be known by (email `Message-ID`s from
+    /// `References`/`In-Reply-To`, a subject key). An event whose refs name a conversation the
+    /// hub already knows (for the same connector) joins it instead of opening its own
+    /// `thread_key`; every ref is recorded for the conversation the event lands in. A ref of the
+    /// form `window:<seconds>:<key>` matches only while the conversation was last referenced
+    /// by `<key>` at most `<seconds>` before this event. Most connectors leave it empty.
+    pub thread_refs: Vec<String>,
 }

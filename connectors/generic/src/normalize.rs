@@ -112,6 +112,7 @@ impl Normalizer for GenericNormalizer {
                         status: status.clone(),
                         reason: None,
                     },
+                    thread_refs: Vec::new(),
                 });
                 return Ok(out);
             }
@@ -131,6 +132,7 @@ impl Normalizer for GenericNormalizer {
                     attachments: Vec::new(),
                     reply_to: None,
                 },
+                thread_refs: Vec::new(),
             });
         }
         if let Some(order_id) = self.get(&json, &m.order_id) {
@@ -159,6 +161,7 @@ impl Normalizer for GenericNormalizer {
                         ..Default::default()
                     })
                 },
+                thread_refs: Vec::new(),
             });
         }
         if out.is_empty() {
@@ -171,6 +174,7 @@ impl Normalizer for GenericNormalizer {
                 body: EventBody::Unsupported {
                     reason: "payload has neither a mapped text nor an order id".into(),
                 },
+                thread_refs: Vec::new(),
             });
         }
         Ok(out)

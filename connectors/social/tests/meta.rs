@@ -494,7 +494,8 @@ fn a_delivery_with_mids_becomes_delivered_statuses_and_a_read_watermark_is_kept_
                 message_id: "m_sent_by_us_1".into(),
                 status: "delivered".into(),
                 reason: None
-            }
+            },
+            thread_refs: Vec::new(),
         }]
     );
 }

@@ -200,6 +200,7 @@ impl Normalizer for LineNormalizer {
             claims,
             occurred_at,
             body,
+            thread_refs: Vec::new(),
         }])
     }
 }

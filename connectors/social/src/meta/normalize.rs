@@ -88,6 +88,7 @@ impl MetaNormalizer {
             claims,
             occurred_at,
             body,
+            thread_refs: Vec::new(),
         }
     }
 

@@ -106,6 +106,7 @@ impl Ctx {
             claims,
             occurred_at: self.occurred_at,
             body,
+            thread_refs: Vec::new(),
         }
     }
 

@@ -170,6 +170,7 @@ impl TelegramNormalizer {
             claims,
             occurred_at,
             body,
+            thread_refs: Vec::new(),
         }
     }
 

@@ -198,6 +198,7 @@ impl Normalizer for TwilioNormalizer {
             claims: Vec::new(),
             occurred_at,
             body: EventBody::Unsupported { reason },
+            thread_refs: Vec::new(),
         };
         if raw.kind == "json" {
             return Ok(vec![unsupported(
@@ -243,6 +244,7 @@ impl Normalizer for TwilioNormalizer {
                     claims: claims(&params, customer, ours),
                     occurred_at,
                     body,
+                    thread_refs: Vec::new(),
                 }
             }
             Delivery::Status { sid, status } => {
@@ -268,6 +270,7 @@ impl Normalizer for TwilioNormalizer {
                                 .unwrap_or_else(|| format!("Twilio status `{status}`"))
                             }),
                         },
+                        thread_refs: Vec::new(),
                     },
                     None => NormalizedEvent {
                         thread_key: thread,
