@@ -194,3 +194,81 @@ on_both_backends!(
     mail_reply_answer_is_one_conversation_in_order,
     super::mail_reply_answer_is_one_conversation_in_order
 );
+
+async fn an_attachment_is_listed_and_its_bytes_are_served_as_a_download(db: Db) {
+    let name = "an_attachment_is_listed_and_its_bytes_are_served_as_a_download";
+    let Some(dv) = Dovecot::start(name) else {
+        return;
+    };
+    let cfg = config(dv.port, 9);
+    let Some(app) = spawn_app_with(db, move |s| {
+        s.connectors.push(toml::from_str(&cfg).expect("toml"));
+        s.poller.min_interval_ms = 20;
+    })
+    .await
+    else {
+        return;
+    };
+    // A PDF-ish binary attachment, base64 in the mail, with bytes that are not valid UTF-8.
+    let payload: Vec<u8> = (0u8..=255).cycle().take(3000).collect();
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&payload);
+    let wrapped: Vec<&str> = b64
+        .as_bytes()
+        .chunks(76)
+        .map(|c| std::str::from_utf8(c).expect("ascii"))
+        .collect();
+    dv.deliver(
+        format!(
+            "From: Ada <ada@example.com>\r\nTo: {USER}\r\nSubject: Invoice\r\nDate: {}\r\nMessage-ID: <att@example.com>\r\n\
+             MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n\
+             --b1\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nThe invoice is attached.\r\n\
+             --b1\r\nContent-Type: application/pdf; name=\"invoice 42.pdf\"\r\nContent-Disposition: attachment; filename=\"invoice 42.pdf\"\r\n\
+             Content-Transfer-Encoding: base64\r\n\r\n{}\r\n--b1--\r\n",
+            rfc2822(-60),
+            wrapped.join("\r\n")
+        )
+        .as_bytes(),
+    );
+    wait_inbound(&app, 1).await;
+    let list = app.get_json("/api/v1/conversations?limit=10").await;
+    let conv = list["items"][0]["id"].as_str().expect("id").to_string();
+    let c = app.get_json(&format!("/api/v1/conversations/{conv}")).await;
+    let msg = c["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .find(|m| m["direction"] == "inbound")
+        .expect("inbound")
+        .clone();
+    let att = &msg["body"]["attachments"][0];
+    assert_eq!(att["name"], "invoice 42.pdf", "{msg}");
+    assert_eq!(att["content_type"], "application/pdf");
+    assert_eq!(att["size"], 3000);
+    let entry = msg["id"].as_i64().expect("entry id");
+
+    let r = app
+        .get(&format!("/api/v1/entries/{entry}/attachments/0"))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/pdf");
+    assert_eq!(
+        r.headers()["content-disposition"],
+        "attachment; filename=\"invoice 42.pdf\""
+    );
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(r.bytes().await.expect("bytes").to_vec(), payload);
+
+    for missing in [
+        format!("/api/v1/entries/{entry}/attachments/1"),
+        "/api/v1/entries/999999/attachments/0".to_string(),
+        "/api/v1/entries/nope/attachments/0".to_string(),
+    ] {
+        common::assert_problem(app.get(&missing).await, 404, "not_found").await;
+    }
+    app.stop().await;
+}
+on_both_backends!(
+    an_attachment_is_listed_and_its_bytes_are_served_as_a_download,
+    super::an_attachment_is_listed_and_its_bytes_are_served_as_a_download
+);

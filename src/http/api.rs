@@ -36,6 +36,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
     r = r.merge(super::subscriptions::routes());
     r = r.merge(super::connectors::routes());
     r = r.merge(super::documents::routes());
+    r = r.merge(super::attachments::routes());
     r
 }
 

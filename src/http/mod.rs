@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod attachments;
 pub mod connectors;
 pub mod documents;
 pub mod events;

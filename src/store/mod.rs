@@ -335,6 +335,21 @@ impl Store {
     }
 
     /// The stored raw events with these ids (any order).
+    /// The raw event a timeline entry came from (`None` for an unknown entry or one made by
+    /// a person, which has no raw event).
+    pub async fn entry_raw_event(&self, entry_id: i64) -> anyhow::Result<Option<StoredEvent>> {
+        let raw: Option<Option<i64>> = with_pool!(self, read, |pool, pg| {
+            sqlx::query_scalar("SELECT raw_event_id FROM timeline_entries WHERE id = $1")
+                .bind(entry_id)
+                .fetch_optional(pool)
+                .await?
+        });
+        let Some(Some(raw)) = raw else {
+            return Ok(None);
+        };
+        Ok(self.load_raw_events(&[raw]).await?.into_iter().next())
+    }
+
     pub async fn load_raw_events(&self, ids: &[i64]) -> anyhow::Result<Vec<StoredEvent>> {
         let mut out = Vec::with_capacity(ids.len());
         with_pool!(self, read, |pool, pg| {

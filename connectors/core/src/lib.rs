@@ -24,6 +24,6 @@ pub use event::{
     StoredEvent,
 };
 pub use traits::{
-    Connector, InboundRequest, Ingress, Normalizer, Outbound, OutboundMessage, PollPage, Poller,
-    Reply, Sent, Verified, WebhookIngress,
+    AttachmentContent, Connector, InboundRequest, Ingress, Normalizer, Outbound, OutboundMessage,
+    PollPage, Poller, Reply, Sent, Verified, WebhookIngress,
 };

@@ -22,6 +22,20 @@ pub trait Connector: Send + Sync {
     fn outbound(&self) -> Option<&dyn Outbound> {
         None
     }
+    /// The bytes of the `index`-th attachment of a stored event's message, for connectors
+    /// whose raw events carry them (email's MIME); `None` when this connector keeps none.
+    /// Pure: parses the stored payload, no I/O.
+    fn attachment(&self, _raw: &StoredEvent, _index: usize) -> Option<AttachmentContent> {
+        None
+    }
+}
+
+/// An attachment's bytes, as served by `GET /api/v1/entries/{id}/attachments/{n}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachmentContent {
+    pub name: Option<String>,
+    pub content_type: String,
+    pub bytes: Vec<u8>,
 }
 
 /// An HTTP request as the webhook endpoint received it: exact bytes, nothing parsed yet.

@@ -17,7 +17,10 @@ pub mod sendgrid;
 
 use std::sync::Arc;
 
-use switchboard_core::{ConfigError, ConfigResult, Connector, Env, Normalizer, Outbound, Poller};
+use switchboard_core::{
+    AttachmentContent, ConfigError, ConfigResult, Connector, Env, Normalizer, Outbound, Poller,
+    StoredEvent,
+};
 
 /// The kinds this crate builds, for the hub's error messages.
 pub const KINDS: &[&str] = &["email", "mailgun", "postmark", "sendgrid"];
@@ -41,6 +44,11 @@ impl Connector for Email {
     }
     fn outbound(&self) -> Option<&dyn Outbound> {
         self.outbound.as_deref().map(|o| o as &dyn Outbound)
+    }
+    /// The raw event is the message's exact RFC 5322 bytes: the `index`-th MIME attachment
+    /// (the order the normaliser lists them in) is decoded from it.
+    fn attachment(&self, raw: &StoredEvent, index: usize) -> Option<AttachmentContent> {
+        mime::attachment(&raw.payload, index)
     }
 }
 

@@ -385,6 +385,30 @@ pub fn parse(bytes: &[u8]) -> Option<ParsedMail> {
     Some(p)
 }
 
+/// The bytes of the `index`-th attachment (in the order `parse` lists them), decoded from
+/// the message's transfer encoding.
+pub fn attachment(bytes: &[u8], index: usize) -> Option<switchboard_core::AttachmentContent> {
+    if index >= MAX_ATTACHMENTS {
+        return None;
+    }
+    let msg = MessageParser::default().parse(bytes)?;
+    let part = msg.attachments().nth(index)?;
+    let content_type = part
+        .content_type()
+        .map(|c| match c.subtype() {
+            Some(s) => format!("{}/{}", c.ctype(), s),
+            None => c.ctype().to_string(),
+        })
+        .unwrap_or_else(|| "application/octet-stream".to_string());
+    Some(switchboard_core::AttachmentContent {
+        name: part
+            .attachment_name()
+            .map(|n| n.chars().filter(|c| !c.is_control()).take(255).collect()),
+        content_type,
+        bytes: part.contents().to_vec(),
+    })
+}
+
 /// The dedupe id of a raw email: its normalised `Message-ID`, or `sha256:<hex>` of the bytes
 /// when it has none (or one too long to be an id). The same message seen twice (another
 /// mailbox, a UIDVALIDITY resync, a provider's retry) is stored once.
