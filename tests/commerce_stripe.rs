@@ -389,3 +389,15 @@ on_both_backends!(
     an_interrupted_backfill_resumes_with_starting_after_and_leaves_the_live_cursor,
     super::an_interrupted_backfill_resumes_with_starting_after_and_leaves_the_live_cursor
 );
+
+#[test]
+fn the_example_config_is_valid_and_builds_both_setups() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/examples/stripe.toml");
+    let s = switchboard::config::load(std::path::Path::new(path)).expect("example config");
+    let reg = switchboard::registry::Registry::build(&s.connectors, &|_: &str| None)
+        .expect("example connectors");
+    let main = reg.get("stripe-main").expect("stripe-main");
+    assert!(main.connector.webhook().is_some() && main.connector.poller().is_some());
+    let eu = reg.get("stripe-eu").expect("stripe-eu");
+    assert!(eu.connector.webhook().is_some() && eu.connector.poller().is_none());
+}
