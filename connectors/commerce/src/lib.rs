@@ -3,10 +3,12 @@
 //! registry calls for every kind this crate knows. Their documents (orders, payments,
 //! invoices, profiles) are `switchboard_core::commerce` types the hub keeps as entities.
 
+pub mod stripe;
+
 use switchboard_core::{ConfigResult, Connector, Env};
 
 /// The kinds this crate builds, for the hub's error messages.
-pub const KINDS: &[&str] = &[];
+pub const KINDS: &[&str] = &["stripe"];
 
 /// Builds the connector of `kind`, or `None` when this crate does not know the kind.
 pub fn build(
@@ -17,6 +19,12 @@ pub fn build(
     env: Env<'_>,
 ) -> Option<ConfigResult<Box<dyn Connector>>> {
     // One arm per provider: `"<kind>" => Some(boxed(<provider>::build(id, path, table, env)))`.
-    let _ = (kind, id, path, &table, env);
-    None
+    match kind {
+        "stripe" => Some(boxed(stripe::build(id, path, table, env))),
+        _ => None,
+    }
+}
+
+fn boxed<C: Connector + 'static>(r: ConfigResult<C>) -> ConfigResult<Box<dyn Connector>> {
+    r.map(|c| Box::new(c) as Box<dyn Connector>)
 }
