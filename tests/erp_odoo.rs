@@ -214,6 +214,69 @@ on_both_backends!(
     super::an_invoice_posted_then_paid_is_one_invoice_with_one_change
 );
 
+async fn an_interrupted_backfill_resumes_without_skips_or_repeats(db: Db) {
+    let fake = FakeProvider::start().await;
+    let partners: Vec<Value> = (1..=200)
+        .map(|i| {
+            json!({"id": i, "name": format!("P{i}"), "email": format!("p{i}@example.com"),
+                        "write_date": "2026-01-05 10:00:00"})
+        })
+        .collect();
+    fake.on(
+        "POST",
+        &path("res.partner"),
+        [
+            Answer::json(Value::Array(partners)),
+            Answer::json(json!([{"id": 201, "name": "P201", "write_date": "2026-01-05 10:00:00"}])),
+            Answer::json(json!([])),
+        ],
+    );
+    fake.on(
+        "POST",
+        &path("sale.order"),
+        [
+            Answer::json(json!([fixture("sale_order.json")])),
+            Answer::json(json!([])),
+        ],
+    );
+    fake.on("POST", &path("account.move"), [Answer::json(json!([]))]);
+    let base = fake.base.clone();
+    let mut connectors = Vec::new();
+    let Some(app) = spawn_app_with(db, |s| connectors = with_odoo(s, &base)).await else {
+        return;
+    };
+    let registry = Registry::build(&connectors, &|_: &str| None).expect("registry");
+    let odoo = registry.get("odoo").expect("odoo");
+    // 2026-01-01: interrupted after the first page.
+    let since = 1_767_225_600_000;
+    let first = switchboard::backfill::run(&app.store, odoo, since, false, Some(1), |_| {})
+        .await
+        .expect("first run");
+    assert!(!first.done);
+    assert_eq!(first.accepted, 200);
+    let second = switchboard::backfill::run(&app.store, odoo, since, false, None, |_| {})
+        .await
+        .expect("resumed run");
+    assert!(second.resumed && second.done, "{second:?}");
+    assert_eq!((second.accepted, second.duplicate), (2, 0));
+    assert_eq!(app.store.count("raw_events").await.unwrap(), 202);
+    let calls = fake.received_on(&path("res.partner"));
+    assert_eq!(
+        calls[0].json()["domain"][1],
+        json!(["write_date", ">", "2026-01-01 00:00:00"])
+    );
+    assert_eq!(
+        calls[1].json()["domain"][4],
+        json!(["id", ">", 200]),
+        "resumed after the last stored record"
+    );
+    app.stop().await;
+}
+on_both_backends!(
+    an_interrupted_backfill_resumes_without_skips_or_repeats,
+    super::an_interrupted_backfill_resumes_without_skips_or_repeats
+);
+
 #[test]
 fn the_example_config_is_valid_and_builds_a_poller() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/examples/odoo.toml");

@@ -16,6 +16,8 @@ use super::config::{ApiKind, Settings};
 pub const LIMIT: usize = 200;
 
 pub struct Api {
+    /// The connector id, for log lines.
+    pub id: String,
     pub s: Arc<Settings>,
     pub client: reqwest::Client,
     /// Set once a JSON-2 call answered 404: the server predates JSON-2.
@@ -48,9 +50,10 @@ fn now() -> i64 {
 }
 
 impl Api {
-    pub fn new(s: Arc<Settings>, client: reqwest::Client) -> Api {
+    pub fn new(id: &str, s: Arc<Settings>, client: reqwest::Client) -> Api {
         let use_jsonrpc = AtomicBool::new(s.api == ApiKind::Jsonrpc);
         Api {
+            id: id.to_string(),
             s,
             client,
             use_jsonrpc,
@@ -76,6 +79,7 @@ impl Api {
                 None => {
                     self.use_jsonrpc.store(true, Relaxed);
                     tracing::warn!(
+                        connector_id = %self.id,
                         kind = "odoo",
                         model,
                         "JSON-2 answered 404: the server predates Odoo 19; using JSON-RPC from now on"

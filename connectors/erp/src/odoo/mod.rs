@@ -24,13 +24,13 @@ pub struct Odoo {
 
 /// Builds an Odoo connector from its config table; `path` names it in errors. No I/O beyond
 /// reading `_env` variables.
-pub fn build(_id: &str, path: &str, table: toml::Value, env: Env<'_>) -> ConfigResult<Odoo> {
+pub fn build(id: &str, path: &str, table: toml::Value, env: Env<'_>) -> ConfigResult<Odoo> {
     let s = Arc::new(config::Settings::from_table(path, table, env)?);
     let client = switchboard_core::http_client::client(Duration::from_secs(30))
         .map_err(|e| ConfigError::new(format!("{path}.api_base"), e))?;
     Ok(Odoo {
         poller: poll::OdooPoller {
-            api: Arc::new(api::Api::new(s, client)),
+            api: Arc::new(api::Api::new(id, s, client)),
         },
         normalizer: normalize::OdooNormalizer,
     })
