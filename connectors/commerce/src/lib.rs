@@ -3,10 +3,17 @@
 //! registry calls for every kind this crate knows. Their documents (orders, payments,
 //! invoices, profiles) are `switchboard_core::commerce` types the hub keeps as entities.
 
+pub mod shopify;
+pub mod woocommerce;
+
 use switchboard_core::{ConfigResult, Connector, Env};
 
 /// The kinds this crate builds, for the hub's error messages.
-pub const KINDS: &[&str] = &[];
+pub const KINDS: &[&str] = &["shopify", "woocommerce"];
+
+fn boxed<C: Connector + 'static>(c: ConfigResult<C>) -> ConfigResult<Box<dyn Connector>> {
+    c.map(|c| Box::new(c) as Box<dyn Connector>)
+}
 
 /// Builds the connector of `kind`, or `None` when this crate does not know the kind.
 pub fn build(
@@ -16,7 +23,9 @@ pub fn build(
     table: toml::Value,
     env: Env<'_>,
 ) -> Option<ConfigResult<Box<dyn Connector>>> {
-    // One arm per provider: `"<kind>" => Some(boxed(<provider>::build(id, path, table, env)))`.
-    let _ = (kind, id, path, &table, env);
-    None
+    match kind {
+        "shopify" => Some(boxed(shopify::build(id, path, table, env))),
+        "woocommerce" => Some(boxed(woocommerce::build(id, path, table, env))),
+        _ => None,
+    }
 }
