@@ -37,6 +37,7 @@ fn unsupported(
     claims: Vec<IdentityClaim>,
 ) -> Vec<NormalizedEvent> {
     vec![NormalizedEvent {
+        thread_refs: Vec::new(),
         channel: CHANNEL.into(),
         direction: Direction::Inbound,
         thread_key: None,
@@ -81,6 +82,7 @@ pub fn normalize(raw: &StoredEvent) -> Vec<NormalizedEvent> {
         );
     };
     let ev = |body: EventBody, claims: Vec<IdentityClaim>| NormalizedEvent {
+        thread_refs: Vec::new(),
         channel: CHANNEL.into(),
         direction: Direction::Inbound,
         thread_key: None,

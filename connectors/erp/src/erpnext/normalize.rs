@@ -192,6 +192,7 @@ impl Normalizer for ErpNextNormalizer {
     fn normalize(&self, raw: &StoredEvent) -> Result<Vec<NormalizedEvent>, NormalizeError> {
         let unsupported = |reason: String| {
             Ok(vec![NormalizedEvent {
+                thread_refs: Vec::new(),
                 channel: CHANNEL.into(),
                 direction: Direction::Inbound,
                 thread_key: None,
@@ -216,6 +217,7 @@ impl Normalizer for ErpNextNormalizer {
             other => return unsupported(format!("doctype {other} is not mapped")),
         };
         Ok(vec![NormalizedEvent {
+            thread_refs: Vec::new(),
             channel: CHANNEL.into(),
             direction: Direction::Inbound,
             thread_key: None,

@@ -177,6 +177,7 @@ impl Normalizer for OdooNormalizer {
     fn normalize(&self, raw: &StoredEvent) -> Result<Vec<NormalizedEvent>, NormalizeError> {
         let unsupported = |reason: String| {
             Ok(vec![NormalizedEvent {
+                thread_refs: Vec::new(),
                 channel: CHANNEL.into(),
                 direction: Direction::Inbound,
                 thread_key: None,
@@ -208,6 +209,7 @@ impl Normalizer for OdooNormalizer {
             other => return unsupported(format!("model {other} is not mapped")),
         };
         Ok(vec![NormalizedEvent {
+            thread_refs: Vec::new(),
             channel: CHANNEL.into(),
             direction: Direction::Inbound,
             thread_key: None,
