@@ -4,7 +4,7 @@
 //! at the survivor, and the merge row records exactly which records moved. Conversations,
 //! timeline entries and identities keep their original `customer_id`, so they follow the
 //! alias both ways without a row being rewritten: merge and unmerge cost one indexed update
-//! of the customer records, however long the timeline (see `benches/identity_merge.rs`).
+//! of the customer records, however long the timeline (not yet measured by a bench).
 //! The pure model of these two statements is `pipeline::identity::Aliases`, property-tested.
 
 use sqlx::Row;
