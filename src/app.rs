@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 
 use crate::config::Settings;
-use crate::domain::{parse_region, ClaimNormalizer};
+use crate::domain::{parse_region, ClaimNormalizer, EmailFolding};
 use crate::http::{router, AppState};
 use crate::ingest::{IngestWriters, Ingestor};
 use crate::metrics::Metrics;
@@ -44,12 +44,11 @@ pub fn build_parts(
     })?;
     let claims = ClaimNormalizer {
         region,
-        blocklist: settings
-            .identity
-            .blocklist
-            .iter()
-            .map(|s| s.trim().to_lowercase())
-            .collect(),
+        folding: EmailFolding {
+            plus_addressing: settings.identity.fold_plus_addressing,
+            gmail_dots: settings.identity.fold_gmail_dots,
+        },
+        guards: settings.identity.guards()?,
     };
     Ok((registry, claims))
 }

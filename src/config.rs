@@ -248,16 +248,92 @@ impl Default for OutboundSettings {
 pub struct IdentitySettings {
     /// ISO 3166 region for phone numbers written without a country code.
     pub default_region: String,
-    /// Values that never identify a person (lower-case; emails or E.164 phones).
+    /// Values that never identify a person (lower-case; emails or E.164 phones). They are
+    /// still recorded on the event's customer, but link nothing.
     pub blocklist: Vec<String>,
+    /// `ada+shop@x.io` is `ada@x.io`. Off by default: not every mail system honours it.
+    pub fold_plus_addressing: bool,
+    /// Dots in Gmail local parts are ignored and googlemail.com is gmail.com.
+    pub fold_gmail_dots: bool,
+    /// Linking identities of one kind a customer may hold (`email`, `phone`, `platform_id`,
+    /// `external_id`); a merge past it is refused, a new value past it does not link.
+    /// Kinds not listed are uncapped.
+    pub max_per_kind: std::collections::BTreeMap<String, usize>,
+    /// A value carried by more than this many customers (a shop's phone, a shared inbox)
+    /// no longer links events or merges customers.
+    pub max_shared: usize,
+    /// Identifier kinds from most to least trusted: when a guard refuses a merge, the event
+    /// goes to the customer of its most trusted identifier.
+    pub priority: Vec<String>,
 }
 
 impl Default for IdentitySettings {
     fn default() -> Self {
+        let g = crate::pipeline::identity::Guards::default();
         Self {
             default_region: "US".into(),
             blocklist: Vec::new(),
+            fold_plus_addressing: false,
+            fold_gmail_dots: false,
+            max_per_kind: g.max_per_kind,
+            max_shared: g.max_shared,
+            priority: g.priority.iter().map(|k| k.as_str().to_string()).collect(),
         }
+    }
+}
+
+impl IdentitySettings {
+    /// The guards, or the key that is wrong.
+    pub fn guards(&self) -> Result<crate::pipeline::identity::Guards, ConfigError> {
+        use switchboard_core::ClaimKind;
+        let strong = |k: &str| ClaimKind::parse(k).filter(|k| k.is_strong());
+        if let Some(k) = self.max_per_kind.keys().find(|k| strong(k).is_none()) {
+            return Err(ConfigError::new(
+                format!("identity.max_per_kind.{k}"),
+                "not an identifier kind (email, phone, platform_id, external_id)",
+            ));
+        }
+        if let Some((k, _)) = self.max_per_kind.iter().find(|(_, n)| **n == 0) {
+            return Err(ConfigError::new(
+                format!("identity.max_per_kind.{k}"),
+                "must be at least 1",
+            ));
+        }
+        if self.max_shared == 0 {
+            return Err(ConfigError::new(
+                "identity.max_shared",
+                "must be at least 1",
+            ));
+        }
+        let mut priority = Vec::new();
+        for k in &self.priority {
+            let kind = strong(k).ok_or_else(|| {
+                ConfigError::new(
+                    "identity.priority",
+                    format!(
+                        "`{k}` is not an identifier kind (email, phone, platform_id, external_id)"
+                    ),
+                )
+            })?;
+            if priority.contains(&kind) {
+                return Err(ConfigError::new(
+                    "identity.priority",
+                    format!("`{k}` is listed twice"),
+                ));
+            }
+            priority.push(kind);
+        }
+        Ok(crate::pipeline::identity::Guards {
+            blocklist: crate::domain::Blocklist(
+                self.blocklist
+                    .iter()
+                    .map(|s| s.trim().to_lowercase())
+                    .collect(),
+            ),
+            max_per_kind: self.max_per_kind.clone(),
+            max_shared: self.max_shared,
+            priority,
+        })
     }
 }
 
@@ -427,6 +503,7 @@ impl Settings {
                 ),
             ));
         }
+        self.identity.guards()?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ConfigError::new("log.level", e.to_string()))?;
         Ok(())
@@ -471,6 +548,12 @@ mod tests {
         assert_eq!(e.key, "database.url");
         let e = from_str("[identity]\ndefault_region = 'XX'", &[]).unwrap_err();
         assert_eq!(e.key, "identity.default_region");
+        let e = from_str("[identity.max_per_kind]\nname = 3", &[]).unwrap_err();
+        assert_eq!(e.key, "identity.max_per_kind.name");
+        let e = from_str("[identity]\npriority = ['email', 'fax']", &[]).unwrap_err();
+        assert_eq!(e.key, "identity.priority");
+        let e = from_str("[identity]\nmax_shared = 0", &[]).unwrap_err();
+        assert_eq!(e.key, "identity.max_shared");
         let e = from_str("", &env(&[("SWITCHBOARD_PIPELINE__BATCH_SIZE", "lots")])).unwrap_err();
         assert_eq!(e.key, "pipeline.batch_size");
     }

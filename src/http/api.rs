@@ -37,6 +37,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
     r = r.merge(super::connectors::routes());
     r = r.merge(super::documents::routes());
     r = r.merge(super::attachments::routes());
+    r = r.merge(super::identity::routes());
     r
 }
 
@@ -324,9 +325,11 @@ async fn list_customers(
         ));
     }
     let query = if let Some(e) = q.get("email") {
+        // The normaliser's form, so configured folding finds the same customer.
         let e = EmailAddress::parse(e)
+            .and_then(|e| s.claims.normalize(&IdentityClaim::email(e.as_str())))
             .ok_or_else(|| Problem::bad_request("invalid_email", "email is not a valid address"))?;
-        CustomerQuery::Identity(identity_key(&IdentityClaim::email(e.as_str())))
+        CustomerQuery::Identity(identity_key(&e))
     } else if let Some(p) = q.get("phone") {
         let p = Phone::parse(p, s.claims.region)
             .ok_or_else(|| Problem::bad_request("invalid_phone", "phone is not a valid number"))?;

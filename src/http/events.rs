@@ -35,7 +35,7 @@ struct Tail {
     tag = "events",
     summary = "Live events (Server-Sent Events); Last-Event-ID resumes without gaps",
     params(
-        ("types" = Option<String>, Query, description = "comma-separated kinds: message.created, conversation.updated, outbound.status, customer.merged"),
+        ("types" = Option<String>, Query, description = "comma-separated kinds: message.created, conversation.updated, outbound.status, customer.merged, customer.unmerged"),
         ("Last-Event-ID" = Option<String>, Header, description = "resume after this event id"),
         ("last_event_id" = Option<i64>, Query, description = "the same, for clients that cannot set headers"),
     ),

@@ -7,6 +7,7 @@ pub mod connectors;
 pub mod documents;
 pub mod events;
 pub mod extract;
+pub mod identity;
 pub mod inbox;
 pub mod ops;
 pub mod problem;

@@ -208,14 +208,18 @@ impl Pipeline {
             }
         }
 
-        match self.store.apply_batch(&prepared).await {
+        match self
+            .store
+            .apply_batch_with(&prepared, &self.claims.guards)
+            .await
+        {
             Ok(stats) => self.record(&prepared, stats),
             Err(e) if prepared.len() > 1 => {
                 // Find the event that breaks the batch: apply one by one, fail only it.
                 tracing::warn!(error = %e, jobs = prepared.len(), "batch failed; applying one by one");
                 for p in &prepared {
                     let one = std::slice::from_ref(p);
-                    match self.store.apply_batch(one).await {
+                    match self.store.apply_batch_with(one, &self.claims.guards).await {
                         Ok(stats) => self.record(one, stats),
                         Err(e) => {
                             if let Some(job) = jobs.iter().find(|j| j.id == p.job_id) {

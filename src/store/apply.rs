@@ -12,7 +12,7 @@ use super::inbox::{insert_entry, load_conv};
 use super::outbound::apply_status;
 use super::threads::{self, KnownRefs};
 use super::{begin_write, now_ms, with_pool, Pools, Store, CHUNK};
-use crate::pipeline::identity::{self, conversation_key, identity_key, EventClaims, Known};
+use crate::pipeline::identity::{self, conversation_key, identity_key, EventClaims, Guards, Known};
 
 /// One job's normalised output, claims already in matching form.
 #[derive(Debug, Clone)]
@@ -90,6 +90,15 @@ impl Store {
     /// replay, or a retry after a crash before the jobs were marked) rewrites the same
     /// timeline entries instead of adding new ones.
     pub async fn apply_batch(&self, events: &[PreparedEvent]) -> anyhow::Result<ApplyStats> {
+        self.apply_batch_with(events, &Guards::default()).await
+    }
+
+    /// [`Store::apply_batch`] with the configured identity guards.
+    pub async fn apply_batch_with(
+        &self,
+        events: &[PreparedEvent],
+        guards: &Guards,
+    ) -> anyhow::Result<ApplyStats> {
         let now = now_ms();
         // Flatten: one identity input per normalised item, in arrival order.
         let mut flat: Flat<'_> = Vec::new();
@@ -244,7 +253,65 @@ impl Store {
                 }
             }
 
-            let plan = identity::plan(&inputs, &mut known, || uuid::Uuid::now_v7().to_string());
+            // For the guards: how many linking identities of each kind the customers in
+            // play hold, and how many customers carry each value.
+            let in_play: Vec<String> = known
+                .identities
+                .values()
+                .chain(known.conversations.values())
+                .cloned()
+                .collect::<HashSet<_>>()
+                .into_iter()
+                .collect();
+            for chunk in in_play.chunks(CHUNK) {
+                let mut qb = QueryBuilder::new(
+                    "SELECT c.canonical_id, i.kind, COUNT(*) FROM identities i JOIN customers c ON c.id = i.customer_id \
+                     WHERE i.links = 1 AND c.canonical_id IN (",
+                );
+                let mut sep = qb.separated(", ");
+                for k in chunk {
+                    sep.push_bind(k.as_str());
+                }
+                qb.push(") GROUP BY c.canonical_id, i.kind");
+                for r in qb.build().fetch_all(&mut *tx).await? {
+                    let kind: String = r.try_get(1)?;
+                    if let Some(kind) = switchboard_core::ClaimKind::parse(&kind) {
+                        let n: i64 = r.try_get(2)?;
+                        known
+                            .counts
+                            .insert((r.try_get(0)?, kind), usize::try_from(n).unwrap_or(0));
+                    }
+                }
+            }
+            for chunk in ident_keys.chunks(CHUNK) {
+                let mut qb = QueryBuilder::new(
+                    "SELECT i.match_key, COUNT(DISTINCT c.canonical_id) FROM identities i JOIN customers c ON c.id = i.customer_id \
+                     WHERE i.match_key IN (",
+                );
+                let mut sep = qb.separated(", ");
+                for k in chunk {
+                    sep.push_bind(k.as_str());
+                }
+                qb.push(") GROUP BY i.match_key");
+                for r in qb.build().fetch_all(&mut *tx).await? {
+                    let n: i64 = r.try_get(1)?;
+                    known
+                        .holders
+                        .insert(r.try_get(0)?, usize::try_from(n).unwrap_or(0));
+                }
+            }
+
+            let plan = identity::plan(&inputs, &mut known, guards, || {
+                uuid::Uuid::now_v7().to_string()
+            });
+            for r in &plan.refused {
+                tracing::info!(
+                    customers = ?r.customers,
+                    guard = r.kind.as_str(),
+                    raw_event_id = r.raw_event_id,
+                    "merge refused: it would exceed the identity cap"
+                );
+            }
             stats.new_customers = plan.new_customers.len();
             stats.merges = plan.merges.len();
 
@@ -261,37 +328,55 @@ impl Store {
                 });
                 qb.build().execute(&mut *tx).await?;
             }
-            for chunk in plan.new_identities.chunks(CHUNK) {
+            // Every identity seen: new ones are inserted, known ones move their last
+            // sighting on; one multi-row upsert per chunk, never a statement per row.
+            for chunk in plan.identities.chunks(CHUNK) {
                 let mut qb = QueryBuilder::new(
-                    "INSERT INTO identities (ident_key, customer_id, kind, scope, value, connector_id, raw_event_id, first_seen, last_seen) ",
+                    "INSERT INTO identities (ident_key, match_key, customer_id, kind, scope, value, connector_id, raw_event_id, \
+                     first_seen, last_seen, last_connector_id, last_raw_event_id, links, guard) ",
                 );
                 qb.push_values(chunk, |mut b, i| {
                     b.push_bind(i.key.as_str())
+                        .push_bind(i.match_key.as_str())
                         .push_bind(i.customer_id.as_str())
                         .push_bind(i.claim.kind.as_str())
                         .push_bind(i.claim.scope.as_str())
                         .push_bind(i.claim.value.as_str())
-                        .push_bind(i.connector_id.as_str())
-                        .push_bind(i.raw_event_id)
-                        .push_bind(i.seen_at)
-                        .push_bind(i.seen_at);
+                        .push_bind(i.first.connector_id.as_str())
+                        .push_bind(i.first.raw_event_id)
+                        .push_bind(i.first.at)
+                        .push_bind(i.last.at)
+                        .push_bind(i.last.connector_id.as_str())
+                        .push_bind(i.last.raw_event_id)
+                        .push_bind(i64::from(i.guard.is_none()))
+                        .push_bind(i.guard.map(|g| g.as_str()));
                 });
-                qb.push(" ON CONFLICT (ident_key) DO NOTHING");
+                qb.push(
+                    " ON CONFLICT (ident_key) DO UPDATE SET last_seen = excluded.last_seen, \
+                     last_connector_id = excluded.last_connector_id, last_raw_event_id = excluded.last_raw_event_id \
+                     WHERE excluded.last_seen >= identities.last_seen",
+                );
                 qb.build().execute(&mut *tx).await?;
             }
             for m in &plan.merges {
-                sqlx::query("UPDATE customers SET canonical_id = $1, updated_at = $2 WHERE canonical_id = $3")
-                    .bind(&m.survivor_id)
-                    .bind(now)
-                    .bind(&m.merged_id)
-                    .execute(&mut *tx)
-                    .await?;
-                let evidence = serde_json::json!({ "identities": m.evidence.iter().map(|k| k.replace('\u{1f}', ":")).collect::<Vec<_>>() });
-                sqlx::query(
-                    "INSERT INTO customer_merges (id, survivor_id, merged_id, actor, reason, evidence, raw_event_id, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                let moved: Vec<String> = sqlx::query(
+                    "UPDATE customers SET canonical_id = $1, updated_at = $2 WHERE canonical_id = $3 RETURNING id",
                 )
-                .bind(uuid::Uuid::now_v7().to_string())
+                .bind(&m.survivor_id)
+                .bind(now)
+                .bind(&m.merged_id)
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|r| r.try_get::<String, _>(0))
+                .collect::<Result<_, _>>()?;
+                let evidence = serde_json::json!({ "identities": m.evidence.iter().map(|k| k.replace('\u{1f}', ":")).collect::<Vec<_>>() });
+                let merge_id = uuid::Uuid::now_v7().to_string();
+                sqlx::query(
+                    "INSERT INTO customer_merges (id, survivor_id, merged_id, actor, reason, evidence, raw_event_id, created_at, moved_ids) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(&merge_id)
                 .bind(&m.survivor_id)
                 .bind(&m.merged_id)
                 .bind("pipeline")
@@ -299,9 +384,10 @@ impl Store {
                 .bind(evidence.to_string())
                 .bind(m.raw_event_id)
                 .bind(now)
+                .bind(serde_json::json!(moved).to_string())
                 .execute(&mut *tx)
                 .await?;
-                let payload = serde_json::json!({ "survivor_id": m.survivor_id, "merged_id": m.merged_id, "actor": "pipeline", "evidence": evidence });
+                let payload = serde_json::json!({ "merge_id": merge_id, "survivor_id": m.survivor_id, "merged_id": m.merged_id, "actor": "pipeline", "evidence": evidence });
                 append_event!(
                     tx,
                     "customer.merged",

@@ -13,6 +13,7 @@ pub const EVENT_KINDS: &[&str] = &[
     "conversation.updated",
     "outbound.status",
     "customer.merged",
+    "customer.unmerged",
 ];
 
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]

@@ -61,6 +61,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0009_entities.sql"),
         postgres: include_str!("../../migrations/postgres/0009_entities.sql"),
     },
+    Migration {
+        version: 10,
+        name: "identity",
+        sqlite: include_str!("../../migrations/sqlite/0010_identity.sql"),
+        postgres: include_str!("../../migrations/postgres/0010_identity.sql"),
+    },
 ];
 
 impl Store {

@@ -11,6 +11,7 @@ mod apply;
 pub mod entities;
 pub mod error;
 pub mod events;
+pub mod identity;
 pub mod inbox;
 mod migrate;
 pub mod model;

@@ -114,6 +114,13 @@ pub struct Identity {
     pub last_seen: String,
     /// The customer record it was first attached to (differs from the customer after a merge).
     pub via_customer_id: String,
+    /// Provenance of the latest sighting.
+    pub last_connector_id: Option<String>,
+    pub last_raw_event_id: Option<i64>,
+    /// False when the value is only recorded: a guard keeps it from linking customers.
+    pub links: bool,
+    /// blocked | shared | capped, when it does not link.
+    pub guard: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -127,6 +134,11 @@ pub struct MergeRecord {
     pub evidence: serde_json::Value,
     pub raw_event_id: Option<i64>,
     pub created_at: String,
+    /// The customer records this merge moved (the merged one and its aliases then).
+    pub moved_ids: Vec<String>,
+    pub undone_at: Option<String>,
+    pub undone_by: Option<String>,
+    pub undo_reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]

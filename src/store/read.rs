@@ -351,7 +351,8 @@ impl Store {
             }
             let mut identities = Vec::new();
             for r in sqlx::query(
-                "SELECT i.kind, i.scope, i.value, i.connector_id, i.raw_event_id, i.first_seen, i.last_seen, i.customer_id \
+                "SELECT i.kind, i.scope, i.value, i.connector_id, i.raw_event_id, i.first_seen, i.last_seen, i.customer_id, \
+                 i.last_connector_id, i.last_raw_event_id, i.links, i.guard \
                  FROM identities i JOIN customers c ON c.id = i.customer_id WHERE c.canonical_id = $1 ORDER BY i.first_seen, i.id",
             )
             .bind(canonical_id)
@@ -367,30 +368,13 @@ impl Store {
                     first_seen: rfc3339(r.try_get(5)?),
                     last_seen: rfc3339(r.try_get(6)?),
                     via_customer_id: r.try_get(7)?,
+                    last_connector_id: r.try_get(8)?,
+                    last_raw_event_id: r.try_get(9)?,
+                    links: r.try_get::<i64, _>(10)? == 1,
+                    guard: r.try_get(11)?,
                 });
             }
-            let mut merges = Vec::new();
-            for r in sqlx::query(
-                "SELECT id, survivor_id, merged_id, actor, reason, evidence, raw_event_id, created_at FROM customer_merges \
-                 WHERE survivor_id IN (SELECT id FROM customers WHERE canonical_id = $1) \
-                    OR merged_id IN (SELECT id FROM customers WHERE canonical_id = $1) ORDER BY created_at, id",
-            )
-            .bind(canonical_id)
-            .fetch_all(pool)
-            .await?
-            {
-                let evidence: String = r.try_get(5)?;
-                merges.push(MergeRecord {
-                    id: r.try_get(0)?,
-                    survivor_id: r.try_get(1)?,
-                    merged_id: r.try_get(2)?,
-                    actor: r.try_get(3)?,
-                    reason: r.try_get(4)?,
-                    evidence: serde_json::from_str(&evidence).unwrap_or(serde_json::Value::Null),
-                    raw_event_id: r.try_get(6)?,
-                    created_at: rfc3339(r.try_get(7)?),
-                });
-            }
+            let merges = super::identity::merges_of!(pool, canonical_id);
             Ok(Some(CustomerDetail {
                 customer,
                 identities,
