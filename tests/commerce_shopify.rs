@@ -325,6 +325,52 @@ on_both_backends!(
     super::a_bad_or_missing_signature_is_401_and_stores_nothing
 );
 
+async fn a_refund_that_names_no_customer_lands_on_its_orders_customer(db: Db) {
+    let Some((app, _fake, _registry)) = app(db).await else {
+        return;
+    };
+    let body = serde_json::to_vec(&order("paid", None, "2026-11-01T10:00:00Z")).unwrap();
+    assert_eq!(
+        webhook(&app, "orders/create", &body, Some(&sign(&body)))
+            .await
+            .status(),
+        200
+    );
+    app.drain().await;
+    // refunds/create carries the order id and amounts, but no customer.
+    let refund = json!({"id": 509562969, "order_id": 450789469, "created_at": "2026-11-02T09:29:00-05:00",
+        "processed_at": "2026-11-02T09:29:01-05:00", "note": "it broke during shipping",
+        "transactions": [{"id": 179259969, "order_id": 450789469, "kind": "refund", "status": "success",
+                          "amount": "29.95", "currency": "EUR"}]});
+    let body = serde_json::to_vec(&refund).unwrap();
+    assert_eq!(
+        webhook(&app, "refunds/create", &body, Some(&sign(&body)))
+            .await
+            .status(),
+        200
+    );
+    app.drain().await;
+    let ada = customer(&app, "ada@example.com").await;
+    let payments = app
+        .get_json(&format!("/api/v1/customers/{ada}/payments"))
+        .await;
+    let items = payments["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{payments}");
+    assert_eq!(items[0]["body"]["kind"], "refund");
+    assert_eq!(items[0]["body"]["amount_minor"], 2995);
+    assert_eq!(items[0]["body"]["order_id"], "450789469");
+    assert_eq!(
+        app.store.count("customers").await.unwrap(),
+        1,
+        "no anonymous customer was made for the refund"
+    );
+    app.stop().await;
+}
+on_both_backends!(
+    a_refund_that_names_no_customer_lands_on_its_orders_customer,
+    super::a_refund_that_names_no_customer_lands_on_its_orders_customer
+);
+
 #[test]
 fn the_example_config_is_valid() {
     let text = std::fs::read_to_string(concat!(

@@ -253,6 +253,62 @@ impl Store {
                 }
             }
 
+            // A document update that names no customer (a Shopify refund, a WooCommerce
+            // deletion) belongs to the customer of the document it updates, or of the order
+            // it pays: it reaches that customer like a message reaches its conversation's.
+            let mut doc_refs: Vec<(usize, Vec<(String, &'static str, String)>)> = Vec::new();
+            for (n, (ev, _, item)) in flat.iter().enumerate() {
+                let Some((kind, id, _)) = item.body.entity() else {
+                    continue;
+                };
+                if item.claims.iter().any(|c| c.kind.is_strong()) {
+                    continue;
+                }
+                let c = ev.connector_id.clone();
+                let mut keys = vec![(c.clone(), kind, id.to_string())];
+                let pays = match &item.body {
+                    EventBody::Payment(p) => p.order_id.as_deref(),
+                    EventBody::Invoice(i) => i.order_id.as_deref(),
+                    _ => None,
+                };
+                if let Some(order) = pays {
+                    keys.push((c, "order", order.to_string()));
+                }
+                doc_refs.push((n, keys));
+            }
+            let wanted: Vec<&(String, &'static str, String)> =
+                doc_refs.iter().flat_map(|(_, k)| k.iter()).collect();
+            let mut owners: HashMap<(String, String, String), String> = HashMap::new();
+            for chunk in wanted.chunks(CHUNK) {
+                let mut qb = QueryBuilder::new(
+                    "SELECT e.connector_id, e.kind, e.entity_id, c.canonical_id FROM entities e \
+                     JOIN customers c ON c.id = e.customer_id WHERE ",
+                );
+                let mut sep = qb.separated(" OR ");
+                for (c, k, id) in chunk {
+                    sep.push("(e.connector_id = ")
+                        .push_bind_unseparated(c.as_str())
+                        .push_unseparated(" AND e.kind = ")
+                        .push_bind_unseparated(*k)
+                        .push_unseparated(" AND e.entity_id = ")
+                        .push_bind_unseparated(id.as_str())
+                        .push_unseparated(")");
+                }
+                for r in qb.build().fetch_all(&mut *tx).await? {
+                    owners.insert((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?), r.try_get(3)?);
+                }
+            }
+            for (n, keys) in &doc_refs {
+                let owner = keys
+                    .iter()
+                    .find_map(|(c, k, id)| owners.get(&(c.clone(), k.to_string(), id.clone())));
+                if let (Some(owner), Some((c, k, id))) = (owner, keys.first()) {
+                    let key = format!("doc\u{1f}{c}\u{1f}{k}\u{1f}{id}");
+                    known.conversations.insert(key.clone(), owner.clone());
+                    inputs[*n].conversation_key = Some(key);
+                }
+            }
+
             // For the guards: how many linking identities of each kind the customers in
             // play hold, and how many customers carry each value.
             let in_play: Vec<String> = known
