@@ -45,6 +45,8 @@ struct ConvTouch {
 }
 
 type Flat<'a> = Vec<(&'a PreparedEvent, usize, &'a NormalizedEvent)>;
+/// A document's key: connector, kind, id.
+type DocKey = (String, &'static str, String);
 /// An item to write: its index in the flat batch, its customer, its conversation.
 type EntryRow<'a> = (usize, String, Option<&'a str>);
 
@@ -256,7 +258,7 @@ impl Store {
             // A document update that names no customer (a Shopify refund, a WooCommerce
             // deletion) belongs to the customer of the document it updates, or of the order
             // it pays: it reaches that customer like a message reaches its conversation's.
-            let mut doc_refs: Vec<(usize, Vec<(String, &'static str, String)>)> = Vec::new();
+            let mut doc_refs: Vec<(usize, Vec<DocKey>)> = Vec::new();
             for (n, (ev, _, item)) in flat.iter().enumerate() {
                 let Some((kind, id, _)) = item.body.entity() else {
                     continue;
@@ -276,7 +278,7 @@ impl Store {
                 }
                 doc_refs.push((n, keys));
             }
-            let wanted: Vec<&(String, &'static str, String)> =
+            let wanted: Vec<&DocKey> =
                 doc_refs.iter().flat_map(|(_, k)| k.iter()).collect();
             let mut owners: HashMap<(String, String, String), String> = HashMap::new();
             for chunk in wanted.chunks(CHUNK) {
