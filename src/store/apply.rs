@@ -278,8 +278,7 @@ impl Store {
                 }
                 doc_refs.push((n, keys));
             }
-            let wanted: Vec<&DocKey> =
-                doc_refs.iter().flat_map(|(_, k)| k.iter()).collect();
+            let wanted: Vec<&DocKey> = doc_refs.iter().flat_map(|(_, k)| k.iter()).collect();
             let mut owners: HashMap<(String, String, String), String> = HashMap::new();
             for chunk in wanted.chunks(CHUNK) {
                 let mut qb = QueryBuilder::new(

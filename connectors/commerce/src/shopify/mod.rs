@@ -1,6 +1,6 @@
 //! Shopify (`kind = "shopify"`): orders, refunds and customers by webhook (HMAC-SHA256 of the
 //! body, base64), and orders by polling the REST Admin API so that a lost webhook is
-//! recovered. See `docs/connectors/shopify.md`.
+//! recovered. See its section in the README.
 
 pub mod config;
 pub mod normalize;

@@ -1,6 +1,6 @@
 //! Stripe (`kind = "stripe"`): signed webhooks (`Stripe-Signature`) and/or polling
 //! `/v1/events` with a backfill; payments, refunds, disputes, checkouts, invoices and
-//! customers become business documents. See `docs/connectors/stripe.md`.
+//! customers become business documents. See its section in the README.
 
 mod config;
 mod normalize;

@@ -1,7 +1,7 @@
 //! WooCommerce (`kind = "woocommerce"`): orders and customers by webhook (HMAC-SHA256 of the
 //! body, base64; the unsigned creation ping is answered and stored nowhere), and orders by
 //! polling the REST API v3 so that a missed webhook is recovered (WooCommerce never retries
-//! one). See `docs/connectors/woocommerce.md`.
+//! one). See its section in the README.
 
 pub mod config;
 pub mod normalize;

@@ -1,7 +1,7 @@
 //! ERPNext / Frappe (`kind = "erpnext"`): polls customers, sales orders, sales invoices and
 //! payment entries over the REST API, and, with a `webhook_secret`, takes the Webhook
 //! doctype's signed deliveries too. Both give a version the same event id, so whichever comes
-//! second is a duplicate. See `docs/connectors/erpnext.md`.
+//! second is a duplicate. See its section in the README.
 
 mod config;
 mod normalize;

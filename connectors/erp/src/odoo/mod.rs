@@ -1,6 +1,6 @@
 //! Odoo (`kind = "odoo"`): polls partners, sale orders and customer invoices over the JSON-2
 //! API (Odoo 19+) or JSON-RPC (older servers, also chosen automatically when JSON-2 answers
-//! 404). Poll only: Odoo has no signed outgoing webhooks. See `docs/connectors/odoo.md`.
+//! 404). Poll only: Odoo has no signed outgoing webhooks. See its section in the README.
 
 mod api;
 mod config;
