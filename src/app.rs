@@ -17,7 +17,7 @@ use crate::outbound::Sender;
 use crate::pipeline::Pipeline;
 use crate::poller::PollerRunner;
 use crate::registry::Registry;
-use crate::store::{Backend, Store};
+use crate::store::{Backend, NodeLock, Store};
 use crate::webhooks_out::Dispatcher;
 use switchboard_core::Env;
 
@@ -31,6 +31,8 @@ pub struct Application {
     poller: Arc<PollerRunner>,
     outbound_enabled: bool,
     stopping: watch::Sender<bool>,
+    /// SQLite only: held while this node serves, released when it stops.
+    node_lock: Option<NodeLock>,
 }
 
 /// Builds the connector registry and the claim normaliser from settings (no I/O).
@@ -63,6 +65,7 @@ impl Application {
     pub async fn build_with_env(settings: Settings, env: Env<'_>) -> anyhow::Result<Application> {
         let (registry, claims) =
             build_parts(&settings, env).map_err(|e| anyhow::anyhow!("config: {e}"))?;
+        let node_lock = NodeLock::acquire(&settings.database.url)?;
         let store = Store::connect(&settings.database).await?;
         store.migrate().await.context("applying migrations")?;
         let metrics = Arc::new(Metrics::new(registry.iter().map(|c| c.id.as_str())));
@@ -135,6 +138,7 @@ impl Application {
             poller,
             outbound_enabled: settings.outbound.enabled,
             stopping: stopping_tx,
+            node_lock,
         })
     }
 
@@ -178,6 +182,7 @@ impl Application {
             poller,
             outbound_enabled,
             stopping,
+            node_lock,
         } = self;
         let store = state.store.clone();
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -221,6 +226,7 @@ impl Application {
             let _ = w.await;
         }
         store.close().await;
+        drop(node_lock);
         tracing::info!("stopped");
         Ok(())
     }

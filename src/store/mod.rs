@@ -184,6 +184,55 @@ pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// The file of a `sqlite:` URL; `None` for PostgreSQL and for an in-memory database.
+pub fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url.strip_prefix("sqlite:")?;
+    let path = rest.trim_start_matches("//");
+    let path = path.split('?').next().unwrap_or(path);
+    (!path.is_empty() && path != ":memory:").then(|| std::path::PathBuf::from(path))
+}
+
+/// Held by a serving node for its lifetime: SQLite is single-node, so a second `serve` on the
+/// same file is refused with a clear error instead of two writers fighting over it.
+#[derive(Debug)]
+pub struct NodeLock {
+    _file: std::fs::File,
+}
+
+impl NodeLock {
+    /// Takes the node lock of a SQLite database (`<file>.node-lock`); `Ok(None)` for
+    /// PostgreSQL, where any number of nodes may serve one database.
+    pub fn acquire(url: &str) -> anyhow::Result<Option<NodeLock>> {
+        let Some(db) = sqlite_file(url) else {
+            return Ok(None);
+        };
+        if let Some(parent) = db.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        let mut name = db.clone().into_os_string();
+        name.push(".node-lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&name)
+            .with_context(|| format!("opening {}", std::path::Path::new(&name).display()))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(NodeLock { _file: file })),
+            Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+                "database.url: another Switchboard node is already serving the SQLite database {}. \
+                 SQLite is single-node; to run several nodes, point them all at one PostgreSQL \
+                 (database.url = \"postgres://…\")",
+                db.display()
+            ),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(anyhow::Error::new(e).context(format!("locking {}", db.display())))
+            }
+        }
+    }
+}
+
 impl Store {
     /// Connects (creating the SQLite file and its folder if needed). Does not migrate.
     pub async fn connect(db: &DatabaseSettings) -> anyhow::Result<Store> {
