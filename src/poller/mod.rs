@@ -24,6 +24,10 @@ use crate::store::{now_ms, InsertOutcome, NewRawEvent, Store};
 /// transient failure.
 pub const CALL_MARGIN: Duration = Duration::from_secs(70);
 
+/// Empty pages that say "more" which are asked again at once, in a row, before the runner
+/// waits its interval anyway.
+const MAX_EMPTY_MORE: u32 = 2;
+
 /// Why one poll iteration failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PollError {
@@ -64,7 +68,7 @@ async fn store_page(
 ) -> anyhow::Result<Stored> {
     if page.events.is_empty() && page.next_cursor.as_deref() == cursor {
         return Ok(Stored {
-            more: false,
+            more: page.more,
             ..Stored::default()
         });
     }
@@ -92,8 +96,9 @@ async fn store_page(
     Ok(Stored {
         accepted,
         duplicate: outcomes.len() - accepted,
-        // Asking again at once for an empty page would spin.
-        more: page.more && !rows.is_empty(),
+        // An empty page that says "more" (IDLE saw new mail) is asked again at once; the
+        // runner bounds how often that may happen in a row.
+        more: page.more,
     })
 }
 
@@ -163,6 +168,7 @@ impl PollerRunner {
         let id = inst.id.as_str();
         let floor = Duration::from_millis(self.cfg.min_interval_ms.max(10));
         let mut failures: u32 = 0;
+        let mut empty_more: u32 = 0;
         // The provider's API budget is shared with nobody else here: `poll_rate_per_sec`.
         let limiter = crate::outbound::limiter(inst.poll_rate_per_sec, 1);
         tracing::info!(connector_id = %id, "poller started");
@@ -185,7 +191,14 @@ impl PollerRunner {
                         self.wake.notify_one();
                         tracing::debug!(connector_id = %id, accepted = s.accepted, duplicate = s.duplicate, "polled page stored");
                     }
-                    if s.more {
+                    // "More" at once, but an empty page claiming more too often in a row
+                    // waits like any other, so a confused provider cannot spin the loop.
+                    empty_more = if s.more && s.accepted + s.duplicate == 0 {
+                        empty_more + 1
+                    } else {
+                        0
+                    };
+                    if s.more && empty_more <= MAX_EMPTY_MORE {
                         continue;
                     }
                     poller.interval().max(floor)
