@@ -112,15 +112,7 @@ pub async fn run(
         let rows: Vec<NewRawEvent> = page
             .events
             .into_iter()
-            .map(|e| NewRawEvent {
-                connector_id: inst.id.clone(),
-                provider_event_id: e.provider_event_id,
-                kind: e.kind,
-                occurred_at: e.occurred_at,
-                received_at: now,
-                headers: serde_json::to_string(&e.headers).unwrap_or_else(|_| "[]".into()),
-                payload: e.payload,
-            })
+            .map(|e| NewRawEvent::received(&inst.id, e, now))
             .collect();
         let next = page.next_cursor.unwrap_or_else(|| cursor.clone());
         let outcomes = store.insert_polled(&key, &rows, Some(&next)).await?;

@@ -119,15 +119,7 @@ pub async fn receive(
     }
     let rows: Vec<NewRawEvent> = events
         .into_iter()
-        .map(|e| NewRawEvent {
-            connector_id: connector_id.clone(),
-            provider_event_id: e.provider_event_id,
-            kind: e.kind,
-            occurred_at: e.occurred_at,
-            received_at: now,
-            headers: serde_json::to_string(&e.headers).unwrap_or_else(|_| "[]".into()),
-            payload: e.payload,
-        })
+        .map(|e| NewRawEvent::received(&connector_id, e, now))
         .collect();
     match s.ingestor.submit(rows).await {
         Ok(outcomes) => {

@@ -76,15 +76,7 @@ async fn store_page(
     let rows: Vec<NewRawEvent> = page
         .events
         .into_iter()
-        .map(|e| NewRawEvent {
-            connector_id: connector_id.to_string(),
-            provider_event_id: e.provider_event_id,
-            kind: e.kind,
-            occurred_at: e.occurred_at,
-            received_at: now,
-            headers: serde_json::to_string(&e.headers).unwrap_or_else(|_| "[]".into()),
-            payload: e.payload,
-        })
+        .map(|e| NewRawEvent::received(connector_id, e, now))
         .collect();
     let outcomes = store
         .insert_polled(connector_id, &rows, page.next_cursor.as_deref())

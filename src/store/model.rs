@@ -15,6 +15,21 @@ pub struct NewRawEvent {
     pub payload: bytes::Bytes,
 }
 
+impl NewRawEvent {
+    /// A connector's raw event (from a webhook, a poll or a backfill) as received at `now`.
+    pub fn received(connector_id: &str, e: switchboard_core::RawEvent, now: i64) -> NewRawEvent {
+        NewRawEvent {
+            connector_id: connector_id.to_string(),
+            provider_event_id: e.provider_event_id,
+            kind: e.kind,
+            occurred_at: e.occurred_at,
+            received_at: now,
+            headers: serde_json::to_string(&e.headers).unwrap_or_else(|_| "[]".into()),
+            payload: e.payload,
+        }
+    }
+}
+
 /// What a group commit did with one raw event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InsertOutcome {
