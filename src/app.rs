@@ -68,6 +68,19 @@ impl Application {
         let node_lock = NodeLock::acquire(&settings.database.url)?;
         let store = Store::connect(&settings.database).await?;
         store.migrate().await.context("applying migrations")?;
+        if node_lock.is_some() {
+            // SQLite, and we hold its node lock: claims left in the file are a killed run's.
+            let n = store
+                .release_claims_of_dead_run()
+                .await
+                .context("releasing claims of a previous run")?;
+            if n > 0 {
+                tracing::warn!(
+                    claims = n,
+                    "released claims left by a previous run that did not stop cleanly"
+                );
+            }
+        }
         let metrics = Arc::new(Metrics::new(registry.iter().map(|c| c.id.as_str())));
         let wake = Arc::new(Notify::new());
         let writers = match store.backend() {

@@ -10,11 +10,17 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
+/// How long `/readyz` waits for the database. A database that does not answer (a dead host
+/// swallows packets) would otherwise hold the probe for the whole pool acquire timeout, and
+/// most load balancers count a slow probe as a failure without learning why.
+const READY_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The database answers; a load balancer sends traffic only when it does.
 pub async fn readyz(State(s): State<AppState>) -> Response {
-    match s.store.ping().await {
-        Ok(()) => (StatusCode::OK, "ready").into_response(),
-        Err(_) => Problem::unavailable("database unreachable").into_response(),
+    match tokio::time::timeout(READY_WITHIN, s.store.ping()).await {
+        Ok(Ok(())) => (StatusCode::OK, "ready").into_response(),
+        Ok(Err(_)) => Problem::unavailable("database unreachable").into_response(),
+        Err(_) => Problem::unavailable("database did not answer in time").into_response(),
     }
 }
 

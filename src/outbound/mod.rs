@@ -149,6 +149,8 @@ impl Sender {
     }
 
     async fn deliver(&self, m: OutboundMessageRow) {
+        // The claim was taken just before; the outcome must be recorded before it lapses.
+        let lease_end = tokio::time::Instant::now() + Duration::from_millis(self.lease_ms() as u64);
         let outcome = self.attempt(&m).await;
         let counters = self.metrics.connector(&m.connector_id);
         match &outcome {
@@ -169,9 +171,27 @@ impl Sender {
                 tracing::warn!(outbound_id = %m.id, connector_id = %m.connector_id, attempts = m.attempts, error, "send failed for good");
             }
         }
-        if let Err(e) = self.store.finish_outbound(&m.id, &outcome).await {
-            // The lease expires and the message is queued again: not lost.
-            tracing::warn!(outbound_id = %m.id, error = %e, "could not record send outcome");
+        // The database may be away right now (the provider answered, the store did not):
+        // keep trying while the claim lasts, so a reply the provider accepted is recorded as
+        // sent rather than sent again after the lease.
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match self.store.finish_outbound(&m.id, &outcome).await {
+                Ok(()) => return,
+                Err(e) => {
+                    let e = anyhow::Error::from(e);
+                    if !crate::store::is_unavailable(&e)
+                        || tokio::time::Instant::now() + pause >= lease_end
+                    {
+                        // The lease expires and the message is queued again (same
+                        // idempotency key): not lost.
+                        tracing::warn!(outbound_id = %m.id, error = %e, "could not record send outcome");
+                        return;
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+            }
         }
     }
 

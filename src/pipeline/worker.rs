@@ -10,7 +10,7 @@ use crate::config::PipelineSettings;
 use crate::domain::ClaimNormalizer;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
-use crate::store::{now_ms, ClaimedJob, PreparedEvent, Store};
+use crate::store::{is_unavailable, now_ms, ClaimedJob, PreparedEvent, Store};
 use switchboard_core::EventBody;
 
 pub struct Pipeline {
@@ -140,21 +140,20 @@ impl Pipeline {
 
     async fn run_batch(&self, limit: usize) -> anyhow::Result<usize> {
         let now = now_ms();
-        let jobs = self
-            .store
-            .claim_jobs(limit, now, self.cfg.lease_secs as i64 * 1000)
-            .await?;
+        let lease_ms = self.cfg.lease_secs as i64 * 1000;
+        let jobs = self.store.claim_jobs(limit, now, lease_ms).await?;
         if jobs.is_empty() {
             return Ok(0);
         }
+        let lease_end = now + lease_ms;
         let ids: Vec<i64> = jobs.iter().map(|j| j.raw_event_id).collect();
-        let raws: HashMap<i64, _> = self
-            .store
-            .load_raw_events(&ids)
-            .await?
-            .into_iter()
-            .map(|r| (r.id, r))
-            .collect();
+        let raws: HashMap<i64, _> = match self.store.load_raw_events(&ids).await {
+            Ok(raws) => raws.into_iter().map(|r| (r.id, r)).collect(),
+            Err(e) => {
+                self.release_on_outage(&jobs, lease_end, &e).await;
+                return Err(e);
+            }
+        };
 
         let mut prepared = Vec::with_capacity(jobs.len());
         for job in &jobs {
@@ -214,6 +213,12 @@ impl Pipeline {
             .await
         {
             Ok(stats) => self.record(&prepared, stats),
+            Err(e) if is_unavailable(&e) => {
+                // The database went away mid-batch: no event is at fault, so no attempt is
+                // spent, and the claims are given back as soon as the database answers.
+                self.release_on_outage(&jobs, lease_end, &e).await;
+                return Err(e);
+            }
             Err(e) if prepared.len() > 1 => {
                 // Find the event that breaks the batch: apply one by one, fail only it.
                 tracing::warn!(error = %e, jobs = prepared.len(), "batch failed; applying one by one");
@@ -240,6 +245,30 @@ impl Pipeline {
             }
         }
         Ok(jobs.len())
+    }
+
+    /// After a database outage interrupted a batch: gives the claims back (attempts returned)
+    /// once the database answers again, retrying with backoff until their lease would end
+    /// anyway. Without this they would sit claimed for the whole lease after the outage.
+    async fn release_on_outage(&self, jobs: &[ClaimedJob], lease_end: i64, e: &anyhow::Error) {
+        if !is_unavailable(e) {
+            return; // the lease sweep takes care of anything else
+        }
+        tracing::warn!(error = %e, jobs = jobs.len(), "database unavailable mid-batch; releasing the claims when it is back");
+        let ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
+        let mut pause = Duration::from_millis(100);
+        while now_ms() + (pause.as_millis() as i64) < lease_end {
+            match self.store.release_jobs(&ids, lease_end).await {
+                Ok(n) => {
+                    tracing::info!(jobs = n, "claims released after a database outage");
+                    return;
+                }
+                Err(_) => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
     }
 
     fn record(&self, done: &[PreparedEvent], stats: crate::store::ApplyStats) {

@@ -35,7 +35,7 @@ use switchboard_core::StoredEvent;
 
 pub use apply::{ApplyStats, PreparedEvent};
 pub use entities::DocumentRow;
-pub use error::StoreError;
+pub use error::{is_unavailable, StoreError};
 pub use events::{EventRecord, EVENT_KINDS};
 pub use inbox::{AgentPatch, ConversationPatch};
 pub use model::*;
@@ -331,6 +331,31 @@ impl Store {
         Ok(outcomes)
     }
 
+    /// SQLite only, at start: the node lock proves no other process serves this file, so every
+    /// claim still held (pipeline jobs, sends, outgoing-webhook deliveries) belongs to a
+    /// previous run that was killed. Releases them at once instead of after their leases, so
+    /// work resumes as soon as the node is back. A send that may have reached the provider is
+    /// sent again with the same idempotency key. Returns how many claims were released.
+    pub async fn release_claims_of_dead_run(&self) -> anyhow::Result<u64> {
+        anyhow::ensure!(
+            self.backend() == Backend::Sqlite,
+            "only a single-node (SQLite) store can release every claim at start"
+        );
+        let mut released = 0;
+        with_pool!(self, write, |pool, pg| {
+            let mut tx = begin_write!(pool, pg)?;
+            for sql in [
+                "UPDATE jobs SET state = 'queued', locked_until = NULL WHERE state = 'running'",
+                "UPDATE outbound_messages SET state = 'queued', locked_until = NULL WHERE state = 'sending'",
+                "UPDATE webhook_deliveries SET state = 'pending', locked_until = NULL WHERE state = 'sending'",
+            ] {
+                released += sqlx::query(sql).execute(&mut *tx).await?.rows_affected();
+            }
+            tx.commit().await?;
+        });
+        Ok(released)
+    }
+
     /// Jobs whose worker vanished (lease expired) become claimable again.
     pub async fn requeue_expired(&self, now: i64) -> anyhow::Result<u64> {
         with_pool!(self, write, |pool, pg| {
@@ -342,6 +367,32 @@ impl Store {
             .await?;
             Ok(r.rows_affected())
         })
+    }
+
+    /// Gives back jobs this worker claimed (lease ending at `locked_until`) and could not
+    /// finish because the database went away: queued again at once, with the attempt
+    /// returned, instead of waiting out the lease. A job whose lease already passed to
+    /// another worker (a different `locked_until`) is left alone.
+    pub async fn release_jobs(&self, ids: &[i64], locked_until: i64) -> anyhow::Result<u64> {
+        let mut released = 0;
+        with_pool!(self, write, |pool, pg| {
+            for chunk in ids.chunks(CHUNK) {
+                let mut qb = QueryBuilder::new(
+                    "UPDATE jobs SET state = 'queued', locked_until = NULL, \
+                     attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END \
+                     WHERE state = 'running' AND locked_until = ",
+                );
+                qb.push_bind(locked_until);
+                qb.push(" AND id IN (");
+                let mut sep = qb.separated(", ");
+                for id in chunk {
+                    sep.push_bind(*id);
+                }
+                qb.push(")");
+                released += qb.build().execute(pool).await?.rows_affected();
+            }
+        });
+        Ok(released)
     }
 
     /// Claims up to `limit` ready jobs for `lease_ms`, oldest first.

@@ -14,6 +14,7 @@ use switchboard::pipeline::Pipeline;
 use switchboard::store::Store;
 use tokio::sync::oneshot;
 
+pub mod process;
 pub mod receiver;
 
 pub const SECRET: &str = "test-secret";
@@ -95,7 +96,13 @@ pub async fn fresh_db(db: Db) -> Option<TestDb> {
 }
 
 pub fn settings(url: &str) -> Settings {
-    let text = format!(
+    config::from_str(&settings_toml(url), &[]).expect("test settings")
+}
+
+/// The test configuration as TOML text (the in-process kit parses it; the process kit in
+/// `process.rs` writes it to a file for `switchboard serve`).
+pub fn settings_toml(url: &str) -> String {
+    format!(
         r#"
 [server]
 listen = "127.0.0.1:0"
@@ -138,8 +145,7 @@ order_currency = "/order/currency"
 order_status = "/order/status"
 order_updated_at = "/order/updated_at"
 "#
-    );
-    config::from_str(&text, &[]).expect("test settings")
+    )
 }
 
 pub struct TestApp {
