@@ -412,3 +412,146 @@ on_both_backends!(
     sender_killed_mid_send_resends_with_the_same_key_and_never_sticks,
     super::sender_killed_mid_send_resends_with_the_same_key_and_never_sticks
 );
+
+/// A reply receiver that holds the first request until the test opens the gate, then answers
+/// 200 to it and to every later one; it records each request's Idempotency-Key.
+struct GatedReceiver {
+    url: String,
+    keys: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    gate: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+impl GatedReceiver {
+    async fn start() -> GatedReceiver {
+        use axum::http::HeaderMap;
+        let keys = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+        let (k, g) = (keys.clone(), gate.clone());
+        let app = axum::Router::new().route(
+            "/replies",
+            axum::routing::post(move |headers: HeaderMap| {
+                let (k, g) = (k.clone(), g.clone());
+                async move {
+                    let key = headers
+                        .get("idempotency-key")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string();
+                    let first = {
+                        let mut k = k.lock().unwrap();
+                        k.push(key.clone());
+                        k.len() == 1
+                    };
+                    if first {
+                        if let Ok(p) = g.acquire().await {
+                            p.forget();
+                        }
+                    }
+                    axum::Json(serde_json::json!({ "id": format!("prov-{key}") }))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/replies", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        GatedReceiver { url, keys, gate }
+    }
+
+    fn keys(&self) -> Vec<String> {
+        self.keys.lock().unwrap().clone()
+    }
+}
+
+/// The provider accepts a reply while the database is away (a proxy cut it): the sender keeps
+/// trying to record the outcome, so once the database is back the message is `sent` and the
+/// provider got one request, not a second one after the 15 s send lease ran out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_accepted_during_a_database_outage_is_recorded_not_resent_postgres() {
+    let Some(direct) = fresh_pg_url().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (upstream, _) = through_proxy(&direct, 0);
+    let proxy = TcpProxy::start(&upstream).await;
+    let (_, proxied) = through_proxy(&direct, proxy.port);
+    let receiver = GatedReceiver::start().await;
+    let url = receiver.url.clone();
+    let hub = Hub::start(&proxied, dir.path(), |t| {
+        reply_to(t, &url);
+        let out = t["outbound"].as_table_mut().expect("[outbound]");
+        // Lease = send timeout + 5 s = 15 s.
+        out.insert("send_timeout_ms".into(), toml::Value::Integer(10_000));
+        out.insert("lease_secs".into(), toml::Value::Integer(1));
+    })
+    .await;
+    let body = serde_json::to_vec(&serde_json::json!({
+        "id": "in-1", "thread": "t-outage", "text": "hello?", "email": EMAIL, "name": "Ada"
+    }))
+    .unwrap();
+    let r = hub
+        .client
+        .post(format!("{}/webhooks/api", hub.addr))
+        .header("content-type", "application/json")
+        .header("x-switchboard-signature", sign(&body))
+        .body(body)
+        .send()
+        .await
+        .expect("webhook");
+    assert_eq!(r.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let conv = loop {
+        let list = hub.get_json("/api/v1/conversations?limit=10").await;
+        if let Some(id) = list["items"][0]["id"].as_str() {
+            break id.to_string();
+        }
+        assert!(Instant::now() < deadline, "conversation created");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let r = hub
+        .client
+        .post(format!("{}/api/v1/conversations/{conv}/replies", hub.addr))
+        .bearer_auth(&hub.token)
+        .header("idempotency-key", "outage-reply-1")
+        .json(&serde_json::json!({ "text": "On its way" }))
+        .send()
+        .await
+        .expect("reply");
+    assert_eq!(r.status(), 202);
+    let id = r.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while receiver.keys().is_empty() {
+        assert!(Instant::now() < deadline, "the send reached the receiver");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let claimed = Instant::now();
+    proxy.set(ProxyMode::Refuse);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    receiver.gate.add_permits(1); // the provider accepts while the database is gone
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    proxy.set(ProxyMode::Forward);
+
+    let path = format!("/api/v1/conversations/{conv}/messages/{id}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let m = loop {
+        let m = hub.get_json(&path).await;
+        if m["state"] == "sent" || Instant::now() > deadline {
+            break m;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(m["state"], "sent", "{m}\n{}", hub.logs());
+    // Past the 15 s lease and a sweep: a send whose outcome was lost would go out again now.
+    let past_lease = claimed + Duration::from_secs(18);
+    tokio::time::sleep(past_lease.saturating_duration_since(Instant::now())).await;
+    assert_eq!(
+        receiver.keys(),
+        vec!["outage-reply-1".to_string()],
+        "one request reached the provider\n{}",
+        hub.logs()
+    );
+}
