@@ -456,6 +456,8 @@ impl TcpProxy {
         let task = tokio::spawn(async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else {
+                    // Out of descriptors or similar: pause rather than spin.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 };
                 let mut rx = rx.clone();
