@@ -180,9 +180,9 @@ fn through_proxy(url: &str, proxy_port: u16) -> (String, String) {
     )
 }
 
-/// PostgreSQL vanishes under load for about six seconds (first a host that swallows packets,
-/// then one that resets connections), without touching the shared server: a proxy cuts this
-/// hub's connections. During the outage no webhook gets a 2xx; every answer is a quick 503
+/// PostgreSQL vanishes under load for about six seconds, without touching the shared server:
+/// a proxy in front of it first stalls this hub's open connections (a network that drops
+/// packets), then closes them and swallows new ones (a dead host), then resets new ones. During the outage no webhook gets a 2xx; every answer is a quick 503
 /// problem+json with Retry-After (within the ingest timeout, no hang), and `/readyz` says not
 /// ready. When the database is back the hub recovers by itself, and every acknowledged event
 /// is on the timeline exactly once.
@@ -212,7 +212,7 @@ async fn database_outage_under_load_answers_503_and_recovers_by_itself_postgres(
     );
 
     let outage_start = Instant::now();
-    proxy.set(ProxyMode::Blackhole);
+    proxy.set(ProxyMode::Stall);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let probe = reqwest::Client::builder()
         .timeout(Duration::from_secs(15))
@@ -226,9 +226,11 @@ async fn database_outage_under_load_answers_503_and_recovers_by_itself_postgres(
         .expect("/readyz answers during the outage");
     let ready_took = asked.elapsed();
     assert_eq!(ready.status(), 503, "not ready while the database is gone");
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    proxy.set(ProxyMode::Blackhole);
+    tokio::time::sleep(Duration::from_secs(2)).await;
     proxy.set(ProxyMode::Refuse);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let outage_end = Instant::now();
     proxy.set(ProxyMode::Forward);
 

@@ -437,6 +437,9 @@ pub enum ProxyMode {
     Blackhole,
     /// Close every proxied connection; close new ones at once (a host that resets).
     Refuse,
+    /// Keep every proxied connection open but pass nothing, and never answer new ones (a
+    /// network that drops packets); on the next change the stalled connections are closed.
+    Stall,
 }
 
 /// A TCP proxy on 127.0.0.1 in front of a server (PostgreSQL), to take the server "down" for
@@ -466,7 +469,7 @@ impl TcpProxy {
                     let current = *rx.borrow_and_update();
                     match current {
                         ProxyMode::Refuse => drop(client),
-                        ProxyMode::Blackhole => {
+                        ProxyMode::Blackhole | ProxyMode::Stall => {
                             // Hold the socket silently until the mode changes, then close it.
                             let _ = rx.changed().await;
                             drop(client);
@@ -476,16 +479,23 @@ impl TcpProxy {
                                 return;
                             };
                             let (mut client, mut server) = (client, server);
-                            tokio::select! {
-                                _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                                _ = async {
+                            let mode = tokio::select! {
+                                _ = tokio::io::copy_bidirectional(&mut client, &mut server) => return,
+                                m = async {
                                     while rx.changed().await.is_ok() {
-                                        if *rx.borrow() != ProxyMode::Forward {
-                                            return;
+                                        let m = *rx.borrow();
+                                        if m != ProxyMode::Forward {
+                                            return m;
                                         }
                                     }
-                                } => {}
+                                    ProxyMode::Refuse
+                                } => m,
+                            };
+                            if mode == ProxyMode::Stall {
+                                // Keep both ends open, pass nothing; close on the next change.
+                                let _ = rx.changed().await;
                             }
+                            drop((client, server));
                         }
                     }
                 });
