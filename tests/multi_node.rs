@@ -837,3 +837,58 @@ customer_email = "/email"
         p.kill9().await;
     }
 }
+
+/// Two nodes and one reply: node A's send lease runs out, node B claims the reply again;
+/// node A's late outcome is ignored, node B's counts (claims are fenced by attempt number).
+async fn a_late_send_outcome_of_a_reclaimed_reply_is_ignored(db: Db) {
+    let Some(app) = common::spawn_app_with(db, |s| s.outbound.enabled = false).await else {
+        return;
+    };
+    let conv = app.conversation("t-late", "ada@example.com").await;
+    let (msg, _) = app
+        .store
+        .create_reply(&conv, "hello", &[], "late-1", "test")
+        .await
+        .unwrap();
+    let now = switchboard::store::now_ms();
+    let a = app.store.claim_outbound(10, now, 1).await.unwrap();
+    assert_eq!(a.len(), 1);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(
+        app.store
+            .requeue_expired_outbound(switchboard::store::now_ms())
+            .await
+            .unwrap(),
+        1
+    );
+    let b = app
+        .store
+        .claim_outbound(10, switchboard::store::now_ms(), 60_000)
+        .await
+        .unwrap();
+    assert_eq!(b.len(), 1);
+    assert_eq!((a[0].attempts, b[0].attempts), (1, 2));
+    let failed = switchboard::store::SendOutcome::Failed {
+        error: "late".into(),
+    };
+    app.store
+        .finish_outbound_attempt(&msg.id, Some(a[0].attempts), &failed)
+        .await
+        .unwrap();
+    let row = app.store.get_outbound(&msg.id).await.unwrap().unwrap();
+    assert_eq!(row.state, "sending", "node A's late outcome is ignored");
+    let sent = switchboard::store::SendOutcome::Sent {
+        provider_message_id: Some("p-1".into()),
+    };
+    app.store
+        .finish_outbound_attempt(&msg.id, Some(b[0].attempts), &sent)
+        .await
+        .unwrap();
+    let row = app.store.get_outbound(&msg.id).await.unwrap().unwrap();
+    assert_eq!(row.state, "sent");
+    app.stop().await;
+}
+on_both_backends!(
+    a_late_send_outcome_of_a_reclaimed_reply_is_ignored,
+    super::a_late_send_outcome_of_a_reclaimed_reply_is_ignored
+);

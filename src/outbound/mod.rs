@@ -169,7 +169,11 @@ impl Sender {
                 tracing::warn!(outbound_id = %m.id, connector_id = %m.connector_id, attempts = m.attempts, error, "send failed for good");
             }
         }
-        if let Err(e) = self.store.finish_outbound(&m.id, &outcome).await {
+        if let Err(e) = self
+            .store
+            .finish_outbound_attempt(&m.id, Some(m.attempts), &outcome)
+            .await
+        {
             // The lease expires and the message is queued again: not lost.
             tracing::warn!(outbound_id = %m.id, error = %e, "could not record send outcome");
         }
