@@ -181,34 +181,45 @@ impl Lease {
         Ok(self.held.is_some())
     }
 
-    /// Keeps the lease renewed; resolves only when it is lost: taken over, or not renewed
-    /// before `valid_until`. Cancel-safe: a renewal cut short leaves `valid_until` as it was.
-    async fn keep(&mut self) {
-        loop {
-            let Some(held) = self.held.clone() else {
-                return;
-            };
-            tokio::time::sleep_until(self.next_renew.min(self.valid_until).into()).await;
-            let sent = Instant::now();
-            if sent >= self.valid_until {
-                tracing::warn!(connector_id = %self.name, "poll lease not renewed in time; polling stops");
+    /// Renews the lease when a renewal is due; false when it is lost (taken over, or not
+    /// renewed before `valid_until`).
+    async fn renew_if_due(&mut self) -> bool {
+        let Some(held) = self.held.clone() else {
+            return false;
+        };
+        let sent = Instant::now();
+        if sent >= self.valid_until {
+            tracing::warn!(connector_id = %self.name, "poll lease not renewed in time; polling stops");
+            self.held = None;
+            return false;
+        }
+        if sent < self.next_renew {
+            return true;
+        }
+        let renew = self.store.renew_lease(&self.name, &held, self.ttl_ms());
+        match tokio::time::timeout(self.valid_until - sent, renew).await {
+            Ok(Ok(true)) => self.granted(held, sent),
+            Ok(Ok(false)) => {
+                tracing::warn!(connector_id = %self.name, "poll lease taken over by another node; polling stops");
                 self.held = None;
-                return;
+                return false;
             }
-            let renew = self.store.renew_lease(&self.name, &held, self.ttl_ms());
-            match tokio::time::timeout(self.valid_until - sent, renew).await {
-                Ok(Ok(true)) => self.granted(held, sent),
-                Ok(Ok(false)) => {
-                    tracing::warn!(connector_id = %self.name, "poll lease taken over by another node; polling stops");
-                    self.held = None;
-                    return;
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!(connector_id = %self.name, error = %format!("{e:#}"), "could not renew the poll lease; retrying");
-                    self.next_renew =
-                        Instant::now() + (self.ttl / 20).max(Duration::from_millis(50));
-                }
-                Err(_) => {} // past valid_until: the next turn gives the lease up
+            Ok(Err(e)) => {
+                tracing::warn!(connector_id = %self.name, error = %format!("{e:#}"), "could not renew the poll lease; retrying");
+                self.next_renew = Instant::now() + (self.ttl / 20).max(Duration::from_millis(50));
+            }
+            Err(_) => {} // past valid_until: the next call gives the lease up
+        }
+        true
+    }
+
+    /// Keeps the lease renewed; resolves only when it is lost. Cancel-safe: a renewal cut
+    /// short leaves `valid_until` as it was.
+    async fn keep(&mut self) {
+        while self.held.is_some() {
+            tokio::time::sleep_until(self.next_renew.min(self.valid_until).into()).await;
+            if !self.renew_if_due().await {
+                return;
             }
         }
     }
@@ -377,9 +388,15 @@ impl PollerRunner {
             Ok(c) => c,
             Err(e) => return Some(Err(PollError::Store(e))),
         };
+        // A provider call starts only on a lease renewed on schedule, so it starts well before
+        // the lease could pass to another node (the race below then cancels it in time).
+        if !lease.renew_if_due().await {
+            return None;
+        }
         let page = tokio::select! {
-            r = fetch(poller, cursor.clone()) => r,
+            biased;
             _ = lease.keep() => return None,
+            r = fetch(poller, cursor.clone()) => r,
             _ = shutdown.changed() => return None,
         };
         Some(match page {
