@@ -13,6 +13,7 @@ use crate::domain::{parse_region, ClaimNormalizer, EmailFolding};
 use crate::http::{router, AppState};
 use crate::ingest::{IngestWriters, Ingestor};
 use crate::metrics::Metrics;
+use crate::node::{new_node_id, Role, Roles};
 use crate::outbound::Sender;
 use crate::pipeline::Pipeline;
 use crate::poller::PollerRunner;
@@ -30,6 +31,7 @@ pub struct Application {
     webhook_dispatcher: Arc<Dispatcher>,
     poller: Arc<PollerRunner>,
     outbound_enabled: bool,
+    roles: Roles,
     stopping: watch::Sender<bool>,
     /// SQLite only: held while this node serves, released when it stops.
     node_lock: Option<NodeLock>,
@@ -66,6 +68,8 @@ impl Application {
         let (registry, claims) =
             build_parts(&settings, env).map_err(|e| anyhow::anyhow!("config: {e}"))?;
         let node_lock = NodeLock::acquire(&settings.database.url)?;
+        let node_id = new_node_id();
+        let roles = settings.server.roles;
         let store = Store::connect(&settings.database).await?;
         store.migrate().await.context("applying migrations")?;
         if node_lock.is_some() {
@@ -109,6 +113,7 @@ impl Application {
             settings.poller.clone(),
             metrics.clone(),
             wake,
+            node_id.clone(),
         ));
         if store.backend() == Backend::Sqlite {
             pipeline = pipeline.yield_to_ingest(ingestor.pressure());
@@ -140,6 +145,9 @@ impl Application {
             max_body_bytes: settings.server.max_body_bytes,
             outbound_wake,
             stopping: stopping_rx,
+            node_id: node_id.into(),
+            roles,
+            live: crate::http::live::LiveEvents::default(),
         };
         Ok(Application {
             listener,
@@ -150,6 +158,7 @@ impl Application {
             webhook_dispatcher,
             poller,
             outbound_enabled: settings.outbound.enabled,
+            roles,
             stopping: stopping_tx,
             node_lock,
         })
@@ -179,6 +188,20 @@ impl Application {
         self.poller.clone()
     }
 
+    /// This node's id (the owner on the poll leases it holds).
+    pub fn node_id(&self) -> &str {
+        &self.state.node_id
+    }
+
+    pub fn roles(&self) -> Roles {
+        self.roles
+    }
+
+    /// The wake-ups of this node's SSE streams (bumped by LISTEN/NOTIFY on PostgreSQL).
+    pub fn live_events(&self) -> crate::http::live::LiveEvents {
+        self.state.live.clone()
+    }
+
     /// Serves until `shutdown` resolves, then finishes in-flight requests, commits what the
     /// ingest writers hold, lets the pipeline finish its batch, and closes the store.
     pub async fn run_until_stopped(
@@ -194,24 +217,29 @@ impl Application {
             webhook_dispatcher,
             poller,
             outbound_enabled,
+            roles,
             stopping,
             node_lock,
         } = self;
         let store = state.store.clone();
         let (stop_tx, stop_rx) = watch::channel(false);
-        let worker = pipeline
-            .enabled()
+        let worker = (roles.has(Role::Pipeline) && pipeline.enabled())
             .then(|| tokio::spawn(pipeline.clone().run(stop_rx.clone())));
-        let sending = outbound_enabled.then(|| tokio::spawn(sender.clone().run(stop_rx.clone())));
-        let polling = if poller.enabled() {
+        let sending = (roles.has(Role::Sender) && outbound_enabled)
+            .then(|| tokio::spawn(sender.clone().run(stop_rx.clone())));
+        let polling = if roles.has(Role::Poller) && poller.enabled() {
             poller.clone().spawn(stop_rx.clone())
         } else {
             Vec::new()
         };
-        let dispatching = webhook_dispatcher
-            .enabled()
-            .then(|| tokio::spawn(webhook_dispatcher.clone().run(stop_rx)));
-        tracing::info!(addr = %listener.local_addr()?, backend = ?store.backend(), connectors = state.registry.len(), "switchboard listening");
+        // Outgoing webhooks deliver to the outside world like replies do: the sender role.
+        let dispatching = (roles.has(Role::Sender) && webhook_dispatcher.enabled())
+            .then(|| tokio::spawn(webhook_dispatcher.clone().run(stop_rx.clone())));
+        // One LISTEN connection per node (PostgreSQL) wakes every local SSE stream when any
+        // node appends an event.
+        let listening = (roles.has(Role::Api) && store.backend() == Backend::Postgres)
+            .then(|| tokio::spawn(state.live.clone().listen(store.clone(), stop_rx)));
+        tracing::info!(addr = %listener.local_addr()?, backend = ?store.backend(), connectors = state.registry.len(), node = %state.node_id, roles = %roles, "switchboard listening");
         let app = router(state);
         let shutdown = async move {
             shutdown.await;
@@ -236,6 +264,9 @@ impl Application {
             let _ = w.await;
         }
         for w in polling {
+            let _ = w.await;
+        }
+        if let Some(w) = listening {
             let _ = w.await;
         }
         store.close().await;

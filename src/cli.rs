@@ -6,6 +6,11 @@ use clap::{Parser, Subcommand};
 
 use crate::auth::Role;
 use crate::config::LogFormat;
+use crate::node::Roles;
+
+fn parse_roles(s: &str) -> Result<Roles, String> {
+    Roles::parse(s)
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -32,7 +37,17 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the hub: webhooks, pipeline and API. Applies migrations first.
-    Serve,
+    ///
+    /// Several nodes may serve one PostgreSQL database; each runs the roles it is given.
+    /// /healthz, /readyz and /metrics are served whatever the roles.
+    Serve {
+        /// What this node runs (comma-separated; default all, or `server.roles`):
+        /// api = /api/v1 (inbox API, SSE); ingest = /webhooks; pipeline = the normalise
+        /// worker; sender = replies and outgoing webhooks; poller = connector polling (one
+        /// node at a time per connector, under a lease).
+        #[arg(long, value_name = "ROLES", value_parser = parse_roles)]
+        roles: Option<Roles>,
+    },
     /// Apply database migrations and exit.
     Migrate,
     /// Validate a config file without starting anything; names the exact key that is wrong.

@@ -50,6 +50,10 @@ pub struct ServerSettings {
     pub ingest_queue: usize,
     /// Events one group commit writes at most.
     pub ingest_batch: usize,
+    /// What this node runs: `api`, `ingest`, `pipeline`, `sender`, `poller` (default all).
+    /// A list, or a comma-separated string (`SWITCHBOARD_SERVER__ROLES=api,ingest`);
+    /// `serve --roles` overrides it.
+    pub roles: crate::node::Roles,
 }
 
 impl Default for ServerSettings {
@@ -60,6 +64,7 @@ impl Default for ServerSettings {
             ingest_timeout_ms: 5_000,
             ingest_queue: 16_384,
             ingest_batch: 512,
+            roles: crate::node::Roles::all(),
         }
     }
 }
@@ -132,9 +137,13 @@ impl Default for PipelineSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PollerSettings {
-    /// Run the pollers on this node. With several nodes on one PostgreSQL, turn it on for
-    /// one node only (there is no poll lease yet).
+    /// Run the pollers on this node. With several nodes on one PostgreSQL every node may run
+    /// them: each connector is polled under a lease, by one node at a time.
     pub enabled: bool,
+    /// How long a poll lease lasts without renewal. The owner renews it every third of this
+    /// and stops polling before it runs out; a dead node's connectors pass to another node
+    /// within about 1.33 × this (default 10 s → ≤ 14 s).
+    pub lease_seconds: u64,
     /// Least pause between two polls that found nothing more, even when a connector's
     /// interval is zero (long polling), so a provider that fails fast cannot make us spin.
     pub min_interval_ms: u64,
@@ -147,6 +156,7 @@ impl Default for PollerSettings {
     fn default() -> Self {
         Self {
             enabled: true,
+            lease_seconds: 10,
             min_interval_ms: 200,
             base_backoff_ms: 1_000,
             max_backoff_ms: 300_000,
@@ -488,6 +498,12 @@ impl Settings {
                 "must be greater than 0",
             ));
         }
+        if !(1..=3600).contains(&self.poller.lease_seconds) {
+            return Err(ConfigError::new(
+                "poller.lease_seconds",
+                "must be between 1 and 3600",
+            ));
+        }
         if self.database.max_connections < 2 {
             return Err(ConfigError::new(
                 "database.max_connections",
@@ -556,5 +572,27 @@ mod tests {
         assert_eq!(e.key, "identity.max_shared");
         let e = from_str("", &env(&[("SWITCHBOARD_PIPELINE__BATCH_SIZE", "lots")])).unwrap_err();
         assert_eq!(e.key, "pipeline.batch_size");
+        let e = from_str("[poller]\nlease_seconds = 0", &[]).unwrap_err();
+        assert_eq!(e.key, "poller.lease_seconds");
+        let e = from_str("[server]\nroles = ['api', 'chef']", &[]).unwrap_err();
+        assert_eq!(e.key, "server.roles");
+        assert!(e.to_string().contains("`chef`"), "{e}");
+    }
+
+    #[test]
+    fn roles_come_from_a_list_or_a_comma_separated_env_value() {
+        use crate::node::Role;
+        let s = from_str("[server]\nroles = ['api', 'ingest']", &[]).unwrap();
+        assert!(s.server.roles.has(Role::Ingest) && !s.server.roles.has(Role::Pipeline));
+        let s = from_str(
+            "",
+            &env(&[("SWITCHBOARD_SERVER__ROLES", "pipeline,sender")]),
+        )
+        .unwrap();
+        assert!(s.server.roles.has(Role::Sender) && !s.server.roles.has(Role::Api));
+        assert_eq!(
+            from_str("", &[]).unwrap().server.roles,
+            crate::node::Roles::all()
+        );
     }
 }

@@ -9,6 +9,7 @@ pub mod domain;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
+pub mod node;
 pub mod outbound;
 pub mod pipeline;
 pub mod poller;

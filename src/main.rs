@@ -81,7 +81,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
     match cli.command {
         Command::CheckConfig { .. } | Command::Openapi => unreachable!("handled above"),
-        Command::Serve => {
+        Command::Serve { roles } => {
+            let mut settings = settings;
+            if let Some(roles) = roles {
+                settings.server.roles = roles;
+            }
             let print_dev_token = settings.auth.print_dev_token;
             let app = Application::build(settings).await?;
             if print_dev_token {

@@ -43,6 +43,20 @@ pub struct ConnectorCountersView {
     pub send_failed: u64,
 }
 
+/// Who polls a connector: the node holding its poll lease.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct PollLeaseView {
+    /// The owner's node id (host name, pid and a random suffix).
+    pub owner: String,
+    /// Raised at every change of owner.
+    pub fence: i64,
+    pub expires_at: String,
+    /// The lease ran out and nobody has taken it yet (its owner stopped or died).
+    pub expired: bool,
+    /// The node answering this request is the owner.
+    pub held_by_this_node: bool,
+}
+
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ConnectorInfo {
     pub id: String,
@@ -55,6 +69,8 @@ pub struct ConnectorInfo {
     pub unhealthy_reason: Option<String>,
     pub unhealthy_since: Option<String>,
     pub counters: ConnectorCountersView,
+    /// For a polling connector that has been polled: the node that holds its poll lease.
+    pub poll_lease: Option<PollLeaseView>,
 }
 
 #[utoipa::path(
@@ -74,6 +90,13 @@ async fn list_connectors(
     axum::extract::Query(q): Params,
 ) -> Result<Json<Page<ConnectorInfo>>, Problem> {
     reject_unknown(&q, &[])?;
+    let mut leases: std::collections::HashMap<String, crate::store::LeaseRecord> = s
+        .store
+        .leases()
+        .await?
+        .into_iter()
+        .map(|l| (l.name.clone(), l))
+        .collect();
     let items = s
         .registry
         .iter()
@@ -118,6 +141,16 @@ async fn list_connectors(
                     sent: load(|c| c.sent.load(Relaxed)),
                     send_failed: load(|c| c.send_failed.load(Relaxed)),
                 },
+                poll_lease: leases
+                    .remove(&inst.id)
+                    .filter(|_| inst.connector.poller().is_some())
+                    .map(|l| PollLeaseView {
+                        held_by_this_node: l.owner == *s.node_id,
+                        expired: l.expires_at < l.now,
+                        owner: l.owner,
+                        fence: l.fence,
+                        expires_at: crate::store::model::rfc3339(l.expires_at),
+                    }),
             }
         })
         .collect();

@@ -1,6 +1,8 @@
 //! `GET /api/v1/events`: Server-Sent Events from the event log. Each event carries its id;
 //! a client reconnecting with `Last-Event-ID` gets everything after it, without gaps, for as
-//! long as events are kept (`events.retention_hours`).
+//! long as events are kept (`events.retention_hours`). The log is shared by every node: on
+//! PostgreSQL a stream wakes when any node appends (LISTEN/NOTIFY, see `live`), else it looks
+//! on a timer.
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
@@ -16,9 +18,6 @@ use super::problem::Problem;
 use super::AppState;
 use crate::store::{Store, EVENT_KINDS};
 
-/// How often an idle stream looks for new events (the log is shared by every node).
-const POLL: Duration = Duration::from_millis(200);
-
 struct Tail {
     store: Store,
     after: i64,
@@ -27,6 +26,9 @@ struct Tail {
     /// Sent first when the client's Last-Event-ID is older than what is kept.
     gap: Option<Event>,
     stopping: tokio::sync::watch::Receiver<bool>,
+    live: super::live::LiveEvents,
+    /// Changes when any node appended an event (PostgreSQL).
+    wake: tokio::sync::watch::Receiver<u64>,
 }
 
 #[utoipa::path(
@@ -97,6 +99,8 @@ pub async fn events(
         buf: VecDeque::new(),
         gap,
         stopping: s.stopping.clone(),
+        wake: s.live.subscribe(),
+        live: s.live.clone(),
     };
     let stream = stream::unfold(tail, |mut t| async move {
         if let Some(g) = t.gap.take() {
@@ -111,7 +115,10 @@ pub async fn events(
             if let Some(e) = t.buf.pop_front() {
                 return Some((Ok(e), t));
             }
-            match t.store.events_after(t.after, 500).await {
+            // Marks the current version seen before looking, so a notification that arrives
+            // during the look wakes the wait below.
+            t.wake.borrow_and_update();
+            match t.store.events_after_settled(t.after, 500).await {
                 Ok(evs) if !evs.is_empty() => {
                     for e in evs {
                         t.after = e.id;
@@ -136,13 +143,14 @@ pub async fn events(
                 }
                 Ok(_) => {
                     tokio::select! {
-                        _ = tokio::time::sleep(POLL) => {}
+                        _ = tokio::time::sleep(t.live.poll_interval()) => {}
+                        _ = t.wake.changed() => {}
                         _ = t.stopping.changed() => {}
                     }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "event stream read failed");
-                    tokio::time::sleep(POLL * 5).await;
+                    tokio::time::sleep(super::live::FAST_POLL * 5).await;
                 }
             }
         }

@@ -9,6 +9,7 @@ pub mod events;
 pub mod extract;
 pub mod identity;
 pub mod inbox;
+pub mod live;
 pub mod ops;
 pub mod problem;
 pub mod search;
@@ -39,6 +40,12 @@ pub struct AppState {
     /// Turns true when shutdown starts: endless responses (SSE) end, so graceful shutdown
     /// does not wait for them forever.
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// This node's id (shown with the poll leases on `GET /api/v1/connectors`).
+    pub node_id: Arc<str>,
+    /// What this node serves: without `api` no `/api/v1`, without `ingest` no `/webhooks`.
+    pub roles: crate::node::Roles,
+    /// Wakes SSE streams when any node appends an event.
+    pub live: live::LiveEvents,
 }
 
 /// The OpenAPI 3.1 document's frame; every path comes from the handlers' own annotations
@@ -78,30 +85,37 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         .into_openapi()
 }
 
+/// The routes of this node's roles: `/webhooks` with `ingest`, `/api/v1` with `api`;
+/// `/healthz`, `/readyz` and `/metrics` always. A route of a role the node lacks is a 404.
 pub fn router(state: AppState) -> Router {
+    use crate::node::Role;
     use utoipa::OpenApi;
-    let (api, doc) = utoipa_axum::router::OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .nest("/api/v1", api::routes())
-        .split_for_parts();
-    let doc: Arc<str> = doc.to_json().unwrap_or_default().into();
-    Router::new()
-        .route("/webhooks/{connector_id}", any(webhooks::receive))
+    let mut app = Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
-        .route(
-            "/api/v1/openapi.json",
-            get(move || {
-                let doc = doc.clone();
-                async move {
-                    (
-                        [(axum::http::header::CONTENT_TYPE, "application/json")],
-                        doc.to_string(),
-                    )
-                }
-            }),
-        )
-        .merge(api)
-        .fallback(ops::not_found)
-        .with_state(state)
+        .route("/metrics", get(ops::metrics));
+    if state.roles.has(Role::Ingest) {
+        app = app.route("/webhooks/{connector_id}", any(webhooks::receive));
+    }
+    if state.roles.has(Role::Api) {
+        let (api, doc) = utoipa_axum::router::OpenApiRouter::with_openapi(ApiDoc::openapi())
+            .nest("/api/v1", api::routes())
+            .split_for_parts();
+        let doc: Arc<str> = doc.to_json().unwrap_or_default().into();
+        app = app
+            .route(
+                "/api/v1/openapi.json",
+                get(move || {
+                    let doc = doc.clone();
+                    async move {
+                        (
+                            [(axum::http::header::CONTENT_TYPE, "application/json")],
+                            doc.to_string(),
+                        )
+                    }
+                }),
+            )
+            .merge(api);
+    }
+    app.fallback(ops::not_found).with_state(state)
 }

@@ -176,7 +176,11 @@ impl Sender {
         // sent rather than sent again after the lease.
         let mut pause = Duration::from_millis(100);
         loop {
-            match self.store.finish_outbound(&m.id, &outcome).await {
+            match self
+                .store
+                .finish_outbound_attempt(&m.id, Some(m.attempts), &outcome)
+                .await
+            {
                 Ok(()) => return,
                 Err(e) => {
                     let e = anyhow::Error::from(e);

@@ -1,13 +1,20 @@
 //! The poller runner: one task per connector whose `poller()` is `Some`. Each loop reads the
 //! stored cursor, polls the provider, stores the page and the next cursor in one transaction
-//! (`Store::insert_polled`), wakes the pipeline, and polls again at once when the provider has
-//! more, else after the connector's interval (never less than `min_interval_ms`). Failures back
-//! off exponentially with jitter, honour Retry-After, mark the connector unhealthy when the
-//! provider refuses it, and never end the task: only shutdown does.
+//! (`Store::insert_polled_fenced`), wakes the pipeline, and polls again at once when the
+//! provider has more, else after the connector's interval (never less than `min_interval_ms`).
+//! Failures back off exponentially with jitter, honour Retry-After, mark the connector
+//! unhealthy when the provider refuses it, and never end the task: only shutdown does.
+//!
+//! Several nodes may run the runner on one PostgreSQL: a connector is polled only under its
+//! poll lease (`poll_leases`, see `store::lease`), so one node polls it at a time. The holder
+//! renews every third of `poller.lease_seconds`; when it cannot renew in time it stops —
+//! cancelling a provider call in flight — a tenth of the lease before the lease runs out, so
+//! it has stopped before another node can take over. The page write checks the lease's fence
+//! in its own transaction, so a node that was paused past its lease commits nothing.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand::Rng;
 use switchboard_core::{ConnectorError, PollPage, Poller};
@@ -17,7 +24,7 @@ use tokio::task::JoinHandle;
 use crate::config::PollerSettings;
 use crate::metrics::Metrics;
 use crate::registry::{ConnectorInstance, Registry};
-use crate::store::{now_ms, InsertOutcome, NewRawEvent, Store};
+use crate::store::{now_ms, Backend, InsertOutcome, LeaseFence, LeaseLost, NewRawEvent, Store};
 
 /// Added to a connector's interval to bound one poll call: covers a long poll (Telegram's
 /// `poll_timeout_secs` is at most 50) plus the network. A call that takes longer is a
@@ -35,6 +42,9 @@ pub enum PollError {
     Provider(ConnectorError),
     #[error("store: {0:#}")]
     Store(anyhow::Error),
+    /// The page was not stored: another node holds the lease now.
+    #[error("{0}")]
+    LeaseLost(LeaseLost),
 }
 
 /// What one stored page did.
@@ -65,6 +75,7 @@ async fn store_page(
     connector_id: &str,
     cursor: Option<&str>,
     page: PollPage,
+    lease: Option<&LeaseFence>,
 ) -> anyhow::Result<Stored> {
     if page.events.is_empty() && page.next_cursor.as_deref() == cursor {
         return Ok(Stored {
@@ -78,9 +89,18 @@ async fn store_page(
         .into_iter()
         .map(|e| NewRawEvent::received(connector_id, e, now))
         .collect();
-    let outcomes = store
-        .insert_polled(connector_id, &rows, page.next_cursor.as_deref())
-        .await?;
+    let outcomes = match lease {
+        Some(held) => {
+            store
+                .insert_polled_fenced(connector_id, &rows, page.next_cursor.as_deref(), held)
+                .await?
+        }
+        None => {
+            store
+                .insert_polled(connector_id, &rows, page.next_cursor.as_deref())
+                .await?
+        }
+    };
     let accepted = outcomes
         .iter()
         .filter(|o| matches!(o, InsertOutcome::Accepted(_)))
@@ -94,9 +114,9 @@ async fn store_page(
     })
 }
 
-/// One iteration for one connector (a test hook, and what the runner does): read the cursor,
-/// poll, store the page with the next cursor. Returns whether the provider has more right now.
-/// A connector without a poller returns `Ok(false)`.
+/// One iteration for one connector (a test and tooling hook; the runner does the same under
+/// its lease): read the cursor, poll, store the page with the next cursor. Returns whether the
+/// provider has more right now. A connector without a poller returns `Ok(false)`.
 pub async fn poll_once(store: &Store, instance: &ConnectorInstance) -> anyhow::Result<bool> {
     let Some(p) = instance.connector.poller() else {
         return Ok(false);
@@ -105,9 +125,118 @@ pub async fn poll_once(store: &Store, instance: &ConnectorInstance) -> anyhow::R
     let page = fetch(p, cursor.clone())
         .await
         .map_err(|e| anyhow::anyhow!("poll of connector `{}` failed: {e}", instance.id))?;
-    Ok(store_page(store, &instance.id, cursor.as_deref(), page)
-        .await?
-        .more)
+    Ok(
+        store_page(store, &instance.id, cursor.as_deref(), page, None)
+            .await?
+            .more,
+    )
+}
+
+/// A poll lease as this node sees it: held or not, and until when it may act on it.
+struct Lease {
+    store: Store,
+    name: String,
+    owner: String,
+    ttl: Duration,
+    /// SQLite: the node lock makes this the only node, so a lease left by a crashed
+    /// predecessor is taken at once.
+    force: bool,
+    held: Option<LeaseFence>,
+    /// After this the lease must be taken as lost: a tenth of the lease before the database
+    /// would let another node have it (counted from when the last renewal was sent).
+    valid_until: Instant,
+    next_renew: Instant,
+}
+
+impl Lease {
+    fn renew_every(&self) -> Duration {
+        self.ttl / 3
+    }
+
+    fn ttl_ms(&self) -> i64 {
+        self.ttl.as_millis() as i64
+    }
+
+    fn granted(&mut self, fence: LeaseFence, sent: Instant) {
+        self.held = Some(fence);
+        self.valid_until = sent + self.ttl - self.ttl / 10;
+        self.next_renew = sent + self.renew_every();
+    }
+
+    /// Tries to take the lease; true when this node holds it now.
+    async fn acquire(&mut self) -> anyhow::Result<bool> {
+        let sent = Instant::now();
+        let fence = self
+            .store
+            .try_acquire_lease(&self.name, &self.owner, self.ttl_ms(), self.force)
+            .await?;
+        if let Some(fence) = fence {
+            let held = LeaseFence {
+                owner: self.owner.clone(),
+                fence,
+            };
+            self.granted(held, sent);
+            tracing::info!(connector_id = %self.name, node = %self.owner, fence, "poll lease taken");
+        }
+        Ok(self.held.is_some())
+    }
+
+    /// Renews the lease when a renewal is due; false when it is lost (taken over, or not
+    /// renewed before `valid_until`).
+    async fn renew_if_due(&mut self) -> bool {
+        let Some(held) = self.held.clone() else {
+            return false;
+        };
+        let sent = Instant::now();
+        if sent >= self.valid_until {
+            tracing::warn!(connector_id = %self.name, "poll lease not renewed in time; polling stops");
+            self.held = None;
+            return false;
+        }
+        if sent < self.next_renew {
+            return true;
+        }
+        let renew = self.store.renew_lease(&self.name, &held, self.ttl_ms());
+        match tokio::time::timeout(self.valid_until - sent, renew).await {
+            Ok(Ok(true)) => self.granted(held, sent),
+            Ok(Ok(false)) => {
+                tracing::warn!(connector_id = %self.name, "poll lease taken over by another node; polling stops");
+                self.held = None;
+                return false;
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(connector_id = %self.name, error = %format!("{e:#}"), "could not renew the poll lease; retrying");
+                self.next_renew = Instant::now() + (self.ttl / 20).max(Duration::from_millis(50));
+            }
+            Err(_) => {} // past valid_until: the next call gives the lease up
+        }
+        true
+    }
+
+    /// Keeps the lease renewed; resolves only when it is lost. Cancel-safe: a renewal cut
+    /// short leaves `valid_until` as it was.
+    async fn keep(&mut self) {
+        while self.held.is_some() {
+            tokio::time::sleep_until(self.next_renew.min(self.valid_until).into()).await;
+            if !self.renew_if_due().await {
+                return;
+            }
+        }
+    }
+
+    /// Gives the lease up at shutdown so another node takes over at once.
+    async fn release(&mut self) {
+        if let Some(held) = self.held.take() {
+            let r = tokio::time::timeout(
+                Duration::from_secs(2),
+                self.store.release_lease(&self.name, &held),
+            )
+            .await;
+            if !matches!(r, Ok(Ok(()))) {
+                tracing::warn!(connector_id = %self.name, "could not release the poll lease; it expires by itself");
+            }
+        }
+    }
 }
 
 pub struct PollerRunner {
@@ -117,6 +246,8 @@ pub struct PollerRunner {
     metrics: Arc<Metrics>,
     /// The pipeline's wake-up, notified after a page with new events is stored.
     wake: Arc<Notify>,
+    /// This node's id: the owner written on the poll leases it holds.
+    node_id: String,
 }
 
 impl PollerRunner {
@@ -126,6 +257,7 @@ impl PollerRunner {
         cfg: PollerSettings,
         metrics: Arc<Metrics>,
         wake: Arc<Notify>,
+        node_id: String,
     ) -> PollerRunner {
         PollerRunner {
             store,
@@ -133,6 +265,7 @@ impl PollerRunner {
             cfg,
             metrics,
             wake,
+            node_id,
         }
     }
 
@@ -163,15 +296,39 @@ impl PollerRunner {
         let mut empty_more: u32 = 0;
         // The provider's API budget is shared with nobody else here: `poll_rate_per_sec`.
         let limiter = crate::outbound::limiter(inst.poll_rate_per_sec, 1);
-        tracing::info!(connector_id = %id, "poller started");
+        let now = Instant::now();
+        let mut lease = Lease {
+            store: self.store.clone(),
+            name: id.to_string(),
+            owner: self.node_id.clone(),
+            ttl: Duration::from_secs(self.cfg.lease_seconds.max(1)),
+            force: self.store.backend() == Backend::Sqlite,
+            held: None,
+            valid_until: now,
+            next_renew: now,
+        };
+        tracing::info!(connector_id = %id, node = %self.node_id, "poller started");
         while !*shutdown.borrow() {
+            if lease.held.is_none() {
+                if let Err(e) = lease.acquire().await {
+                    tracing::warn!(connector_id = %id, error = %format!("{e:#}"), "could not take the poll lease; retrying");
+                }
+                if lease.held.is_none() {
+                    tokio::select! {
+                        _ = tokio::time::sleep(lease.renew_every()) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                    continue;
+                }
+            }
             tokio::select! {
                 _ = limiter.until_ready() => {}
+                _ = lease.keep() => continue,
                 _ = shutdown.changed() => break,
             }
-            let result = self.iteration(id, poller, &mut shutdown).await;
+            let result = self.iteration(id, poller, &mut lease, &mut shutdown).await;
             let wait = match result {
-                None => break, // shutdown while the provider call was in flight
+                None => continue, // shutdown or a lost lease while the provider call was in flight
                 Some(Ok(s)) => {
                     failures = 0;
                     if let Some(c) = self.metrics.connector(id) {
@@ -195,6 +352,11 @@ impl PollerRunner {
                     }
                     poller.interval().max(floor)
                 }
+                Some(Err(PollError::LeaseLost(e))) => {
+                    tracing::warn!(connector_id = %id, error = %e, "poll lease lost before the page was stored; another node polls now");
+                    lease.held = None;
+                    continue;
+                }
                 Some(Err(e)) => {
                     failures = failures.saturating_add(1);
                     let wait = backoff(&self.cfg, failures, &e).max(floor);
@@ -204,34 +366,49 @@ impl PollerRunner {
             };
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
+                _ = lease.keep() => {}
                 _ = shutdown.changed() => {}
             }
         }
+        lease.release().await;
         tracing::info!(connector_id = %id, "poller stopped");
     }
 
-    /// One poll and store; `None` when shutdown arrived during the provider call (nothing is
-    /// stored then, and the cursor stays where it was).
+    /// One poll and store under the lease; `None` when shutdown arrived or the lease was lost
+    /// during the provider call (nothing is stored then, and the cursor stays where it was).
     async fn iteration(
         &self,
         id: &str,
         poller: &dyn Poller,
+        lease: &mut Lease,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Option<Result<Stored, PollError>> {
+        let held = lease.held.clone()?;
         let cursor = match self.store.poll_cursor(id).await {
             Ok(c) => c,
             Err(e) => return Some(Err(PollError::Store(e))),
         };
+        // A provider call starts only on a lease renewed on schedule, so it starts well before
+        // the lease could pass to another node (the race below then cancels it in time).
+        if !lease.renew_if_due().await {
+            return None;
+        }
         let page = tokio::select! {
+            biased;
+            _ = lease.keep() => return None,
             r = fetch(poller, cursor.clone()) => r,
             _ = shutdown.changed() => return None,
         };
         Some(match page {
             Err(e) => Err(PollError::Provider(e)),
-            // Not raced with shutdown: the store write is short and atomic either way.
-            Ok(page) => store_page(&self.store, id, cursor.as_deref(), page)
+            // Not raced with shutdown or the lease: the store write is short and atomic, and
+            // its fence check refuses it when the lease has passed to another node.
+            Ok(page) => store_page(&self.store, id, cursor.as_deref(), page, Some(&held))
                 .await
-                .map_err(PollError::Store),
+                .map_err(|e| match e.downcast::<LeaseLost>() {
+                    Ok(lost) => PollError::LeaseLost(lost),
+                    Err(e) => PollError::Store(e),
+                }),
         })
     }
 
@@ -251,6 +428,9 @@ impl PollerRunner {
             }
             PollError::Store(err) => {
                 tracing::warn!(connector_id = %id, error = %format!("{err:#}"), failures, wait_ms, "could not store a polled page; retrying");
+            }
+            PollError::LeaseLost(err) => {
+                tracing::warn!(connector_id = %id, error = %err, "poll lease lost");
             }
         }
     }

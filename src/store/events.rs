@@ -7,6 +7,13 @@ use super::error::StoreError;
 use super::model::rfc3339;
 use super::{with_pool, Pools, Store};
 
+/// On PostgreSQL a sequence value is taken before its transaction commits, so with several
+/// writers (nodes, or the sender beside the pipeline) a smaller event id can become visible
+/// after a larger one. Readers that resume by id (webhook fan-out, SSE streams) stop at a gap
+/// in the ids until the event after the gap is this old (a rolled-back insert leaves a gap
+/// forever).
+pub(crate) const PG_GAP_GRACE_MS: i64 = 5_000;
+
 /// The kinds of event, as they appear on the SSE stream and in webhook subscriptions.
 pub const EVENT_KINDS: &[&str] = &[
     "message.created",
@@ -43,12 +50,51 @@ macro_rules! append_event {
 pub(crate) use append_event;
 
 impl Store {
+    /// Events after `after`, oldest first, for a reader that resumes by id (an SSE stream):
+    /// on PostgreSQL it stops before a gap in the ids whose next event is younger than
+    /// `PG_GAP_GRACE_MS`, since the missing id may still commit.
+    pub async fn events_after_settled(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        let mut evs = self.events_after_raw(after, limit).await?;
+        if self.backend() == super::Backend::Postgres {
+            let now = super::now_ms();
+            let mut last = after;
+            let keep = evs
+                .iter()
+                .take_while(|(e, created)| {
+                    let ok = e.id == last + 1 || *created <= now - PG_GAP_GRACE_MS;
+                    last = e.id;
+                    ok
+                })
+                .count();
+            evs.truncate(keep);
+        }
+        Ok(evs.into_iter().map(|(e, _)| e).collect())
+    }
+
     /// Events after `after`, oldest first.
     pub async fn events_after(
         &self,
         after: i64,
         limit: i64,
     ) -> Result<Vec<EventRecord>, StoreError> {
+        Ok(self
+            .events_after_raw(after, limit)
+            .await?
+            .into_iter()
+            .map(|(e, _)| e)
+            .collect())
+    }
+
+    /// Events after `after` with their `created_at` in unix ms.
+    async fn events_after_raw(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<(EventRecord, i64)>, StoreError> {
         with_pool!(self, read, |pool, pg| {
             let rows = sqlx::query(
                 "SELECT id, kind, conversation_id, customer_id, payload, created_at FROM events WHERE id > $1 ORDER BY id LIMIT $2",
@@ -60,14 +106,18 @@ impl Store {
             let mut out = Vec::with_capacity(rows.len());
             for r in &rows {
                 let payload: String = r.try_get(4)?;
-                out.push(EventRecord {
-                    id: r.try_get(0)?,
-                    kind: r.try_get(1)?,
-                    conversation_id: r.try_get(2)?,
-                    customer_id: r.try_get(3)?,
-                    payload: serde_json::from_str(&payload).unwrap_or(serde_json::Value::Null),
-                    created_at: rfc3339(r.try_get(5)?),
-                });
+                let created: i64 = r.try_get(5)?;
+                out.push((
+                    EventRecord {
+                        id: r.try_get(0)?,
+                        kind: r.try_get(1)?,
+                        conversation_id: r.try_get(2)?,
+                        customer_id: r.try_get(3)?,
+                        payload: serde_json::from_str(&payload).unwrap_or(serde_json::Value::Null),
+                        created_at: rfc3339(created),
+                    },
+                    created,
+                ));
             }
             Ok(out)
         })

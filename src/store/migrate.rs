@@ -67,6 +67,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0010_identity.sql"),
         postgres: include_str!("../../migrations/postgres/0010_identity.sql"),
     },
+    Migration {
+        version: 12,
+        name: "leases",
+        sqlite: include_str!("../../migrations/sqlite/0012_leases.sql"),
+        postgres: include_str!("../../migrations/postgres/0012_leases.sql"),
+    },
 ];
 
 impl Store {

@@ -13,6 +13,7 @@ pub mod error;
 pub mod events;
 pub mod identity;
 pub mod inbox;
+pub mod lease;
 mod migrate;
 pub mod model;
 pub mod outbound;
@@ -38,6 +39,7 @@ pub use entities::DocumentRow;
 pub use error::{is_unavailable, StoreError};
 pub use events::{EventRecord, EVENT_KINDS};
 pub use inbox::{AgentPatch, ConversationPatch};
+pub use lease::{LeaseFence, LeaseLost, LeaseRecord};
 pub use model::*;
 pub use outbound::SendOutcome;
 pub use read::{ConversationFilter, CustomerQuery};
@@ -294,6 +296,14 @@ impl Store {
         match self.pools {
             Pools::Sqlite { .. } => Backend::Sqlite,
             Pools::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// The PostgreSQL pool (for LISTEN); `None` on SQLite.
+    pub fn pg_pool(&self) -> Option<&PgPool> {
+        match &self.pools {
+            Pools::Postgres(p) => Some(p),
+            Pools::Sqlite { .. } => None,
         }
     }
 

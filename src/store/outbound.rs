@@ -257,19 +257,31 @@ impl Store {
 
     /// Records a send attempt's outcome (only while the message is still ours to send).
     pub async fn finish_outbound(&self, id: &str, outcome: &SendOutcome) -> Result<(), StoreError> {
+        self.finish_outbound_attempt(id, None, outcome).await
+    }
+
+    /// `finish_outbound` fenced by the attempt number the claim returned: a worker whose
+    /// lease ran out while it was sending (another node claimed the message again, which
+    /// raised `attempts`) records nothing over the newer attempt.
+    pub async fn finish_outbound_attempt(
+        &self,
+        id: &str,
+        attempt: Option<i64>,
+        outcome: &SendOutcome,
+    ) -> Result<(), StoreError> {
         let now = now_ms();
         with_pool!(self, write, |pool, pg| {
             let q = match outcome {
                 SendOutcome::Sent { provider_message_id } => sqlx::query(
-                    "UPDATE outbound_messages SET state = 'sent', provider_message_id = $1, error = NULL, locked_until = NULL, updated_at = $2 WHERE id = $3 AND state = 'sending'",
+                    "UPDATE outbound_messages SET state = 'sent', provider_message_id = $1, error = NULL, locked_until = NULL, updated_at = $2 WHERE id = $3 AND state = 'sending' AND ($4 IS NULL OR attempts = $4)",
                 )
                 .bind(provider_message_id.as_deref()),
                 SendOutcome::Retry { at, .. } => sqlx::query(
-                    "UPDATE outbound_messages SET state = 'queued', next_attempt_at = $1, error = $4, locked_until = NULL, updated_at = $2 WHERE id = $3 AND state = 'sending'",
+                    "UPDATE outbound_messages SET state = 'queued', next_attempt_at = $1, error = $4, locked_until = NULL, updated_at = $2 WHERE id = $3 AND state = 'sending' AND ($5 IS NULL OR attempts = $5)",
                 )
                 .bind(*at),
                 SendOutcome::Failed { error } => sqlx::query(
-                    "UPDATE outbound_messages SET state = 'failed', error = $1, locked_until = NULL, updated_at = $2 WHERE id = $3 AND state = 'sending'",
+                    "UPDATE outbound_messages SET state = 'failed', error = $1, locked_until = NULL, updated_at = $2 WHERE id = $3 AND state = 'sending' AND ($4 IS NULL OR attempts = $4)",
                 )
                 .bind(error.as_str()),
             };
@@ -278,6 +290,7 @@ impl Store {
                 SendOutcome::Retry { error, .. } => q.bind(error.as_str()),
                 _ => q,
             };
+            let q = q.bind(attempt);
             let mut tx = begin_write!(pool, pg)?;
             if q.execute(&mut *tx).await?.rows_affected() > 0 {
                 // The id of a sent reply names its conversation, so an answer that refers to it

@@ -13,10 +13,7 @@ use super::error::StoreError;
 use super::model::rfc3339;
 use super::{begin_write, now_ms, with_pool, Pools, Store};
 
-/// On PostgreSQL a sequence value is taken before its transaction commits, so a smaller event
-/// id can become visible after a larger one. Fan-out stops at a gap in the ids until the event
-/// after the gap is this old (a rolled-back insert leaves a gap forever).
-const PG_GAP_GRACE_MS: i64 = 5_000;
+use super::events::PG_GAP_GRACE_MS;
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct WebhookSubscription {
