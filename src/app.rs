@@ -18,6 +18,7 @@ use crate::pipeline::Pipeline;
 use crate::poller::PollerRunner;
 use crate::registry::Registry;
 use crate::store::{Backend, NodeLock, Store};
+use crate::suggest::Suggester;
 use crate::webhooks_out::Dispatcher;
 use switchboard_core::Env;
 
@@ -29,6 +30,7 @@ pub struct Application {
     sender: Arc<Sender>,
     webhook_dispatcher: Arc<Dispatcher>,
     poller: Arc<PollerRunner>,
+    suggester: Arc<Suggester>,
     outbound_enabled: bool,
     stopping: watch::Sender<bool>,
     /// SQLite only: held while this node serves, released when it stops.
@@ -117,6 +119,10 @@ impl Application {
         );
         let webhook_dispatcher =
             Arc::new(Dispatcher::new(store.clone(), settings.webhooks.clone())?);
+        let suggester = Arc::new(Suggester::new(
+            store.clone(),
+            settings.identity.suggestions.clone(),
+        ));
         let (stopping_tx, stopping_rx) = watch::channel(false);
         let state = AppState {
             store,
@@ -136,6 +142,7 @@ impl Application {
             sender,
             webhook_dispatcher,
             poller,
+            suggester,
             outbound_enabled: settings.outbound.enabled,
             stopping: stopping_tx,
             node_lock,
@@ -166,6 +173,10 @@ impl Application {
         self.poller.clone()
     }
 
+    pub fn suggester(&self) -> Arc<Suggester> {
+        self.suggester.clone()
+    }
+
     /// Serves until `shutdown` resolves, then finishes in-flight requests, commits what the
     /// ingest writers hold, lets the pipeline finish its batch, and closes the store.
     pub async fn run_until_stopped(
@@ -180,6 +191,7 @@ impl Application {
             sender,
             webhook_dispatcher,
             poller,
+            suggester,
             outbound_enabled,
             stopping,
             node_lock,
@@ -195,6 +207,9 @@ impl Application {
         } else {
             Vec::new()
         };
+        let suggesting = suggester
+            .enabled()
+            .then(|| tokio::spawn(suggester.clone().run(stop_rx.clone())));
         let dispatching = webhook_dispatcher
             .enabled()
             .then(|| tokio::spawn(webhook_dispatcher.clone().run(stop_rx)));
@@ -213,6 +228,10 @@ impl Application {
         pipeline.wake.notify_one();
         sender.wake.notify_one();
         webhook_dispatcher.wake.notify_one();
+        suggester.wake.notify_one();
+        if let Some(w) = suggesting {
+            let _ = w.await;
+        }
         if let Some(w) = worker {
             let _ = w.await;
         }

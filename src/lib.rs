@@ -14,5 +14,6 @@ pub mod pipeline;
 pub mod poller;
 pub mod registry;
 pub mod store;
+pub mod suggest;
 pub mod telemetry;
 pub mod webhooks_out;

@@ -463,6 +463,26 @@ impl Store {
                     .await?;
             }
 
+            // The suggester (src/suggest) looks again at customers whose weak evidence
+            // (names, phones, profiles, orders) this batch touched, outside this transaction.
+            let weak: HashSet<&str> = flat
+                .iter()
+                .zip(&plan.customers)
+                .filter(|((_, _, item), _)| {
+                    matches!(item.body, EventBody::Profile(_) | EventBody::Order(_))
+                        || item.claims.iter().any(|c| {
+                            matches!(
+                                c.kind,
+                                switchboard_core::ClaimKind::Name
+                                    | switchboard_core::ClaimKind::Phone
+                            )
+                        })
+                })
+                .map(|(_, c)| c.as_str())
+                .chain(plan.merges.iter().map(|m| m.survivor_id.as_str()))
+                .collect();
+            super::suggest::mark_dirty!(tx, weak.into_iter().collect(), now);
+
             // Conversations: one upsert row per key, carrying the batch's latest message time.
             let mut touched: HashMap<String, ConvTouch> = HashMap::new();
             for ((ev, _, item), (input, customer)) in

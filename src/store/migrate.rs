@@ -67,6 +67,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0010_identity.sql"),
         postgres: include_str!("../../migrations/postgres/0010_identity.sql"),
     },
+    Migration {
+        version: 11,
+        name: "suggestions",
+        sqlite: include_str!("../../migrations/sqlite/0011_suggestions.sql"),
+        postgres: include_str!("../../migrations/postgres/0011_suggestions.sql"),
+    },
 ];
 
 impl Store {

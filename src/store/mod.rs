@@ -19,6 +19,7 @@ pub mod outbound;
 mod poll;
 mod read;
 mod search;
+pub mod suggest;
 mod threads;
 pub mod webhooks;
 
