@@ -16,6 +16,7 @@
 //!    customers is skipped as too common), score each pair once, and store the ones at or
 //!    above the threshold, unless the pair was rejected, unmerged or already decided.
 
+pub mod quality;
 pub mod score;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -30,8 +31,8 @@ use crate::store::suggest::{pair, FeatureRow, NewSuggestion, Sources};
 use crate::store::Store;
 use score::{blocking_keys, digits, norm, split_name, Features, MAX_PHONES};
 
-/// The default threshold (log2 likelihood ratio), tuned on FEBRL 1–3 (README, "Identity").
-pub const DEFAULT_THRESHOLD: f64 = 12.0;
+/// The default threshold (log2 likelihood ratio), chosen on FEBRL 1–3 (see `score`).
+pub const DEFAULT_THRESHOLD: f64 = 8.0;
 
 /// A customer's features from what the hub holds about it.
 pub fn features_of(src: &Sources) -> Features {
@@ -63,12 +64,12 @@ pub fn features_of(src: &Sources) -> Features {
             }
         }
         if let Some(a) = address {
-            let street = [a.line1.as_deref(), a.line2.as_deref()]
-                .into_iter()
-                .flatten()
-                .collect::<Vec<_>>()
-                .join(" ");
-            set(&mut f.street, norm(&street));
+            // Line 1 is the street; line 2 (a flat, a building name) is too often left out
+            // on one side to compare.
+            set(
+                &mut f.street,
+                a.line1.as_deref().or(a.line2.as_deref()).and_then(norm),
+            );
             set(&mut f.city, a.city.as_deref().and_then(norm));
             set(&mut f.postcode, a.postal_code.as_deref().and_then(norm));
             set(&mut f.region, a.region.as_deref().and_then(norm));
