@@ -626,6 +626,13 @@ mod tests {
         assert_eq!(e.key, "identity.suggestions.max_block");
         let e = from_str("[identity.suggestions]\nbatch_size = 0", &[]).unwrap_err();
         assert_eq!(e.key, "identity.suggestions.batch_size");
+        let s = from_str(
+            "[identity.suggestions]\nthreshold = 10",
+            &env(&[("SWITCHBOARD_IDENTITY__SUGGESTIONS__ENABLED", "false")]),
+        )
+        .unwrap();
+        assert_eq!(s.identity.suggestions.threshold, 10.0);
+        assert!(!s.identity.suggestions.enabled);
         let e = from_str("", &env(&[("SWITCHBOARD_PIPELINE__BATCH_SIZE", "lots")])).unwrap_err();
         assert_eq!(e.key, "pipeline.batch_size");
     }

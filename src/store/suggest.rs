@@ -155,7 +155,8 @@ impl Store {
         let now = now_ms();
         with_pool!(self, write, |pool, pg| {
             let mut tx = begin_write!(pool, pg)?;
-            mark_dirty!(tx, ids.iter().map(String::as_str).collect(), now);
+            let unique: std::collections::BTreeSet<&str> = ids.iter().map(String::as_str).collect();
+            mark_dirty!(tx, unique.into_iter().collect(), now);
             tx.commit().await?;
         });
         Ok(())
