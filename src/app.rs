@@ -19,6 +19,7 @@ use crate::pipeline::Pipeline;
 use crate::poller::PollerRunner;
 use crate::registry::Registry;
 use crate::store::{Backend, NodeLock, Store};
+use crate::suggest::Suggester;
 use crate::webhooks_out::Dispatcher;
 use switchboard_core::Env;
 
@@ -30,6 +31,7 @@ pub struct Application {
     sender: Arc<Sender>,
     webhook_dispatcher: Arc<Dispatcher>,
     poller: Arc<PollerRunner>,
+    suggester: Arc<Suggester>,
     outbound_enabled: bool,
     roles: Roles,
     stopping: watch::Sender<bool>,
@@ -135,6 +137,10 @@ impl Application {
         );
         let webhook_dispatcher =
             Arc::new(Dispatcher::new(store.clone(), settings.webhooks.clone())?);
+        let suggester = Arc::new(Suggester::new(
+            store.clone(),
+            settings.identity.suggestions.clone(),
+        ));
         let (stopping_tx, stopping_rx) = watch::channel(false);
         let state = AppState {
             store,
@@ -157,6 +163,7 @@ impl Application {
             sender,
             webhook_dispatcher,
             poller,
+            suggester,
             outbound_enabled: settings.outbound.enabled,
             roles,
             stopping: stopping_tx,
@@ -202,6 +209,10 @@ impl Application {
         self.state.live.clone()
     }
 
+    pub fn suggester(&self) -> Arc<Suggester> {
+        self.suggester.clone()
+    }
+
     /// Serves until `shutdown` resolves, then finishes in-flight requests, commits what the
     /// ingest writers hold, lets the pipeline finish its batch, and closes the store.
     pub async fn run_until_stopped(
@@ -216,6 +227,7 @@ impl Application {
             sender,
             webhook_dispatcher,
             poller,
+            suggester,
             outbound_enabled,
             roles,
             stopping,
@@ -232,6 +244,9 @@ impl Application {
         } else {
             Vec::new()
         };
+        // The suggester is background processing like the pipeline: the pipeline role.
+        let suggesting = (roles.has(Role::Pipeline) && suggester.enabled())
+            .then(|| tokio::spawn(suggester.clone().run(stop_rx.clone())));
         // Outgoing webhooks deliver to the outside world like replies do: the sender role.
         let dispatching = (roles.has(Role::Sender) && webhook_dispatcher.enabled())
             .then(|| tokio::spawn(webhook_dispatcher.clone().run(stop_rx.clone())));
@@ -254,6 +269,10 @@ impl Application {
         pipeline.wake.notify_one();
         sender.wake.notify_one();
         webhook_dispatcher.wake.notify_one();
+        suggester.wake.notify_one();
+        if let Some(w) = suggesting {
+            let _ = w.await;
+        }
         if let Some(w) = worker {
             let _ = w.await;
         }

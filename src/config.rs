@@ -275,6 +275,70 @@ pub struct IdentitySettings {
     /// Identifier kinds from most to least trusted: when a guard refuses a merge, the event
     /// goes to the customer of its most trusted identifier.
     pub priority: Vec<String>,
+    /// Scored merge suggestions from weak evidence (`[identity.suggestions]`).
+    pub suggestions: SuggestSettings,
+}
+
+/// The background suggester (src/suggest): weak evidence never merges, it is scored and
+/// offered to an agent above `threshold`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SuggestSettings {
+    /// Whether this node runs the suggester loop (customers are marked for it regardless).
+    pub enabled: bool,
+    /// The lowest score (log2 likelihood ratio, see src/suggest/score.rs) that becomes a
+    /// suggestion.
+    pub threshold: f64,
+    /// A blocking key shared by more customers than this is too common to compare within
+    /// (a frequent surname, a big postcode); the pair must share another key.
+    pub max_block: usize,
+    /// Customers scored per pass.
+    pub batch_size: usize,
+    /// Pause between passes when there is nothing to do.
+    pub idle_poll_ms: u64,
+}
+
+impl Default for SuggestSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            threshold: crate::suggest::DEFAULT_THRESHOLD,
+            max_block: 100,
+            batch_size: 200,
+            idle_poll_ms: 1000,
+        }
+    }
+}
+
+impl SuggestSettings {
+    /// Checks the values, naming the key that is wrong.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.threshold.is_finite() || !(-100.0..=100.0).contains(&self.threshold) {
+            return Err(ConfigError::new(
+                "identity.suggestions.threshold",
+                "must be a number from -100 to 100 (log2 likelihood ratio)",
+            ));
+        }
+        if !(2..=10_000).contains(&self.max_block) {
+            return Err(ConfigError::new(
+                "identity.suggestions.max_block",
+                "must be from 2 to 10000",
+            ));
+        }
+        if !(1..=10_000).contains(&self.batch_size) {
+            return Err(ConfigError::new(
+                "identity.suggestions.batch_size",
+                "must be from 1 to 10000",
+            ));
+        }
+        if self.idle_poll_ms == 0 {
+            return Err(ConfigError::new(
+                "identity.suggestions.idle_poll_ms",
+                "must be greater than 0",
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for IdentitySettings {
@@ -288,6 +352,7 @@ impl Default for IdentitySettings {
             max_per_kind: g.max_per_kind,
             max_shared: g.max_shared,
             priority: g.priority.iter().map(|k| k.as_str().to_string()).collect(),
+            suggestions: SuggestSettings::default(),
         }
     }
 }
@@ -520,6 +585,7 @@ impl Settings {
             ));
         }
         self.identity.guards()?;
+        self.identity.suggestions.validate()?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ConfigError::new("log.level", e.to_string()))?;
         Ok(())
@@ -570,6 +636,19 @@ mod tests {
         assert_eq!(e.key, "identity.priority");
         let e = from_str("[identity]\nmax_shared = 0", &[]).unwrap_err();
         assert_eq!(e.key, "identity.max_shared");
+        let e = from_str("[identity.suggestions]\nthreshold = 1e9", &[]).unwrap_err();
+        assert_eq!(e.key, "identity.suggestions.threshold");
+        let e = from_str("[identity.suggestions]\nmax_block = 1", &[]).unwrap_err();
+        assert_eq!(e.key, "identity.suggestions.max_block");
+        let e = from_str("[identity.suggestions]\nbatch_size = 0", &[]).unwrap_err();
+        assert_eq!(e.key, "identity.suggestions.batch_size");
+        let s = from_str(
+            "[identity.suggestions]\nthreshold = 10",
+            &env(&[("SWITCHBOARD_IDENTITY__SUGGESTIONS__ENABLED", "false")]),
+        )
+        .unwrap();
+        assert_eq!(s.identity.suggestions.threshold, 10.0);
+        assert!(!s.identity.suggestions.enabled);
         let e = from_str("", &env(&[("SWITCHBOARD_PIPELINE__BATCH_SIZE", "lots")])).unwrap_err();
         assert_eq!(e.key, "pipeline.batch_size");
         let e = from_str("[poller]\nlease_seconds = 0", &[]).unwrap_err();

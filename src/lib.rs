@@ -15,5 +15,6 @@ pub mod pipeline;
 pub mod poller;
 pub mod registry;
 pub mod store;
+pub mod suggest;
 pub mod telemetry;
 pub mod webhooks_out;

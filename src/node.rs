@@ -30,7 +30,7 @@ pub enum Role {
     Api,
     /// `/webhooks/{connector_id}` and the group-commit writers behind it.
     Ingest,
-    /// The pipeline worker (normalise, identity, timeline).
+    /// The pipeline worker (normalise, identity, timeline) and the merge suggester.
     Pipeline,
     /// The reply sender and the outgoing-webhook dispatcher: everything that delivers to
     /// the outside world, with the event-log retention pruning.

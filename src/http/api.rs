@@ -38,6 +38,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
     r = r.merge(super::documents::routes());
     r = r.merge(super::attachments::routes());
     r = r.merge(super::identity::routes());
+    r = r.merge(super::suggestions::routes());
     r
 }
 

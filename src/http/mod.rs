@@ -14,6 +14,7 @@ pub mod ops;
 pub mod problem;
 pub mod search;
 pub mod subscriptions;
+mod suggestions;
 pub mod webhooks;
 
 use std::sync::Arc;

@@ -463,6 +463,27 @@ impl Store {
                     .await?;
             }
 
+            // The suggester (src/suggest) looks again, outside this transaction, at customers
+            // whose weak evidence this batch changed: new customers, names set, new phones,
+            // profiles and orders, merge survivors.
+            let weak: HashSet<&str> = flat
+                .iter()
+                .zip(&plan.customers)
+                .filter(|((_, _, item), _)| {
+                    matches!(item.body, EventBody::Profile(_) | EventBody::Order(_))
+                })
+                .map(|(_, c)| c.as_str())
+                .chain(plan.new_customers.iter().map(|c| c.id.as_str()))
+                .chain(plan.names.iter().map(|(c, _)| c.as_str()))
+                .chain(
+                    plan.new_identities()
+                        .filter(|i| i.claim.kind == switchboard_core::ClaimKind::Phone)
+                        .map(|i| i.customer_id.as_str()),
+                )
+                .chain(plan.merges.iter().map(|m| m.survivor_id.as_str()))
+                .collect();
+            super::suggest::mark_dirty!(tx, weak.into_iter().collect(), now);
+
             // Conversations: one upsert row per key, carrying the batch's latest message time.
             let mut touched: HashMap<String, ConvTouch> = HashMap::new();
             for ((ev, _, item), (input, customer)) in

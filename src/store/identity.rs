@@ -12,6 +12,7 @@ use sqlx::Row;
 use super::error::StoreError;
 use super::events::append_event;
 use super::model::{rfc3339, MergeRecord};
+use super::suggest::{close_joined, mark_dirty};
 use super::{begin_write, now_ms, with_pool, Pools, Store};
 
 pub(crate) const MERGE_COLS: &str = "id, survivor_id, merged_id, actor, reason, evidence, raw_event_id, created_at, moved_ids, undone_at, undone_by, undo_reason";
@@ -70,6 +71,60 @@ impl Store {
         actor: &str,
         reason: &str,
     ) -> Result<MergeRecord, StoreError> {
+        let evidence = serde_json::json!({ "manual": true, "requested": [survivor, other] });
+        self.merge_customers_with(survivor, other, actor, reason, evidence, None)
+            .await
+    }
+
+    /// Accepts an open merge suggestion: merges its two customers (following any alias)
+    /// with the suggestion as the evidence, and marks it accepted, in one transaction.
+    pub async fn accept_suggestion(
+        &self,
+        suggestion_id: &str,
+        actor: &str,
+    ) -> Result<(MergeRecord, super::suggest::MergeSuggestion), StoreError> {
+        let s = self
+            .get_suggestion(suggestion_id)
+            .await?
+            .ok_or(StoreError::NotFound("merge suggestion"))?;
+        if s.status != "open" {
+            return Err(StoreError::conflict(
+                "already_decided",
+                format!("this suggestion is already {}", s.status),
+            ));
+        }
+        let evidence = serde_json::json!({
+            "suggestion_id": s.id,
+            "score": s.score,
+            "reasons": s.reasons,
+            "suggested_ids": s.suggested_ids,
+        });
+        let rec = self
+            .merge_customers_with(
+                &s.customer_id,
+                &s.other_customer_id,
+                actor,
+                "accepted merge suggestion",
+                evidence,
+                Some(suggestion_id),
+            )
+            .await?;
+        let s = self
+            .get_suggestion(suggestion_id)
+            .await?
+            .ok_or(StoreError::NotFound("merge suggestion"))?;
+        Ok((rec, s))
+    }
+
+    async fn merge_customers_with(
+        &self,
+        survivor: &str,
+        other: &str,
+        actor: &str,
+        reason: &str,
+        evidence: serde_json::Value,
+        suggestion: Option<&str>,
+    ) -> Result<MergeRecord, StoreError> {
         let now = now_ms();
         with_pool!(self, write, |pool, pg| {
             let mut tx = begin_write!(pool, pg)?;
@@ -110,7 +165,27 @@ impl Store {
             .map(|r| r.try_get::<String, _>(0))
             .collect::<Result<_, _>>()?;
             let id = uuid::Uuid::now_v7().to_string();
-            let evidence = serde_json::json!({ "manual": true, "requested": [survivor, other] });
+            if let Some(sid) = suggestion {
+                let r = sqlx::query(
+                    "UPDATE merge_suggestions SET status = 'accepted', decided_by = $1, decided_at = $2, updated_at = $2, merge_id = $3 \
+                     WHERE id = $4 AND status = 'open'",
+                )
+                .bind(actor)
+                .bind(now)
+                .bind(&id)
+                .bind(sid)
+                .execute(&mut *tx)
+                .await?;
+                if r.rows_affected() == 0 {
+                    return Err(StoreError::conflict(
+                        "already_decided",
+                        "this suggestion was decided meanwhile",
+                    ));
+                }
+            }
+            // The survivor's weak attributes now include the merged customer's.
+            mark_dirty!(tx, vec![s.as_str()], now);
+            close_joined!(tx, now);
             sqlx::query(
                 "INSERT INTO customer_merges (id, survivor_id, merged_id, actor, reason, evidence, raw_event_id, created_at, moved_ids) \
                  VALUES ($1, $2, $3, $4, $5, $6, NULL, $7, $8)",
@@ -212,6 +287,24 @@ impl Store {
                 qb.push(")");
                 qb.build().execute(&mut *tx).await?;
             }
+            // An agent said these are two people: never suggest the pair again.
+            let (a, b) = super::suggest::pair(&rec.survivor_id, &rec.merged_id);
+            sqlx::query(
+                "INSERT INTO do_not_merge (customer_a, customer_b, source, ref_id, actor, created_at) \
+                 VALUES ($1, $2, 'unmerged', $3, $4, $5) ON CONFLICT DO NOTHING",
+            )
+            .bind(a)
+            .bind(b)
+            .bind(merge_id)
+            .bind(actor)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            mark_dirty!(
+                tx,
+                vec![rec.survivor_id.as_str(), rec.merged_id.as_str()],
+                now
+            );
             sqlx::query(
                 "UPDATE customer_merges SET undone_at = $1, undone_by = $2, undo_reason = $3 WHERE id = $4",
             )

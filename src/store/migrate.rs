@@ -68,6 +68,12 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../../migrations/postgres/0010_identity.sql"),
     },
     Migration {
+        version: 11,
+        name: "suggestions",
+        sqlite: include_str!("../../migrations/sqlite/0011_suggestions.sql"),
+        postgres: include_str!("../../migrations/postgres/0011_suggestions.sql"),
+    },
+    Migration {
         version: 12,
         name: "leases",
         sqlite: include_str!("../../migrations/sqlite/0012_leases.sql"),

@@ -20,6 +20,7 @@ pub mod outbound;
 mod poll;
 mod read;
 mod search;
+pub mod suggest;
 mod threads;
 pub mod webhooks;
 

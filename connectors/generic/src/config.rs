@@ -86,10 +86,21 @@ pub struct Mapping {
     /// The order's last-modified time (RFC 3339 or unix seconds): its version, so an older
     /// copy never overwrites a newer one.
     pub order_updated_at: Option<String>,
+    /// A customer profile's weak attributes (merge suggestions only, never identities).
+    /// With `customer_external_id` mapped and any of these present, the event also carries
+    /// a profile document of that customer.
+    pub customer_address_line1: Option<String>,
+    pub customer_address_line2: Option<String>,
+    pub customer_city: Option<String>,
+    pub customer_region: Option<String>,
+    pub customer_postal_code: Option<String>,
+    pub customer_country: Option<String>,
+    /// `YYYY-MM-DD`, `YYYYMMDD` or anything with the digits in that order.
+    pub customer_birth_date: Option<String>,
 }
 
 impl Mapping {
-    fn pointers(&self) -> [(&'static str, &Option<String>); 15] {
+    fn pointers(&self) -> [(&'static str, &Option<String>); 22] {
         [
             ("text", &self.text),
             ("thread", &self.thread),
@@ -106,6 +117,13 @@ impl Mapping {
             ("order_currency", &self.order_currency),
             ("order_status", &self.order_status),
             ("order_updated_at", &self.order_updated_at),
+            ("customer_address_line1", &self.customer_address_line1),
+            ("customer_address_line2", &self.customer_address_line2),
+            ("customer_city", &self.customer_city),
+            ("customer_region", &self.customer_region),
+            ("customer_postal_code", &self.customer_postal_code),
+            ("customer_country", &self.customer_country),
+            ("customer_birth_date", &self.customer_birth_date),
         ]
     }
 }

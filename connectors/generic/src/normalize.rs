@@ -164,6 +164,46 @@ impl Normalizer for GenericNormalizer {
                 thread_refs: Vec::new(),
             });
         }
+        let address = switchboard_core::Address {
+            name: name.clone(),
+            line1: self.get(&json, &m.customer_address_line1),
+            line2: self.get(&json, &m.customer_address_line2),
+            city: self.get(&json, &m.customer_city),
+            region: self.get(&json, &m.customer_region),
+            postal_code: self.get(&json, &m.customer_postal_code),
+            country: self.get(&json, &m.customer_country),
+            ..Default::default()
+        };
+        let birth_date = self.get(&json, &m.customer_birth_date);
+        let has_address = address.line1.is_some()
+            || address.line2.is_some()
+            || address.city.is_some()
+            || address.region.is_some()
+            || address.postal_code.is_some()
+            || address.country.is_some();
+        if let Some(external_id) = external
+            .clone()
+            .filter(|_| has_address || birth_date.is_some())
+        {
+            out.push(NormalizedEvent {
+                channel: self.s.channel.clone(),
+                direction: Direction::Inbound,
+                thread_key: None,
+                claims: claims.clone(),
+                occurred_at,
+                body: EventBody::Profile(switchboard_core::Profile {
+                    external_id,
+                    name: name.clone(),
+                    email: email.clone(),
+                    phone: phone.clone(),
+                    address: has_address.then_some(address),
+                    birth_date,
+                    created_at: None,
+                    updated_at: None,
+                }),
+                thread_refs: Vec::new(),
+            });
+        }
         if out.is_empty() {
             out.push(NormalizedEvent {
                 channel: self.s.channel.clone(),

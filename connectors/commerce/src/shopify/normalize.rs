@@ -300,6 +300,7 @@ fn customer(raw: &StoredEvent, c: &Value) -> Result<NormalizedEvent, String> {
             phone,
             address: address(c.get("default_address")),
             created_at,
+            birth_date: None,
             updated_at,
         }),
     })

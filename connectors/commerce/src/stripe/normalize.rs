@@ -225,6 +225,7 @@ pub fn normalize(raw: &StoredEvent) -> Vec<NormalizedEvent> {
                 phone: string(obj, "phone"),
                 address: obj.get("address").and_then(address),
                 created_at: ms(obj, "created"),
+                birth_date: None,
                 updated_at: version,
             }),
             claims,

@@ -246,6 +246,7 @@ fn customer(raw: &StoredEvent, c: &Value) -> Result<Vec<NormalizedEvent>, String
             phone,
             address: address(billing),
             created_at,
+            birth_date: None,
             updated_at,
         }),
     )])

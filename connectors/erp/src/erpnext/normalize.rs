@@ -77,6 +77,7 @@ fn customer(
         phone: phone_no,
         address: None,
         created_at: text(v, "creation").and_then(|d| datetime_ms(&d)),
+        birth_date: None,
         updated_at,
     });
     (claims, body)

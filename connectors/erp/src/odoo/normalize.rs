@@ -96,6 +96,7 @@ fn profile(
         phone: phone_no,
         address,
         created_at: text(v, "create_date").and_then(|d| datetime_ms(&d)),
+        birth_date: None,
         updated_at,
     });
     (claims, body)
