@@ -109,7 +109,7 @@ pub struct Page<T> {
 pub(super) type Params = Query<HashMap<String, String>>;
 
 const DEFAULT_LIMIT: i64 = 50;
-const MAX_LIMIT: i64 = 200;
+pub(super) const MAX_LIMIT: i64 = 200;
 
 pub(super) fn limit(q: &HashMap<String, String>) -> Result<i64, Problem> {
     match q.get("limit") {
