@@ -156,6 +156,7 @@ impl Pipeline {
             .map(|r| (r.id, r))
             .collect();
 
+        let started = std::time::Instant::now();
         let mut prepared = Vec::with_capacity(jobs.len());
         for job in &jobs {
             let Some(raw) = raws.get(&job.raw_event_id) else {
@@ -208,11 +209,19 @@ impl Pipeline {
             }
         }
 
-        match self
+        let times = &self.metrics.pipeline_us;
+        times
+            .normalize
+            .fetch_add(started.elapsed().as_micros() as u64, Relaxed);
+        let started = std::time::Instant::now();
+        let applied = self
             .store
             .apply_batch_with(&prepared, &self.claims.guards)
-            .await
-        {
+            .await;
+        times
+            .apply
+            .fetch_add(started.elapsed().as_micros() as u64, Relaxed);
+        match applied {
             Ok(stats) => self.record(&prepared, stats),
             Err(e) if prepared.len() > 1 => {
                 // Find the event that breaks the batch: apply one by one, fail only it.
@@ -252,6 +261,10 @@ impl Pipeline {
             .entries_written
             .fetch_add(stats.entries as u64, Relaxed);
         self.metrics.merges.fetch_add(stats.merges as u64, Relaxed);
+        self.metrics
+            .pipeline_us
+            .identity
+            .fetch_add(stats.identity_us, Relaxed);
     }
 
     /// Retries with exponential backoff and jitter, or parks the job as dead.

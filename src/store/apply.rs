@@ -31,6 +31,8 @@ pub struct ApplyStats {
     pub new_customers: usize,
     pub merges: usize,
     pub conversations: usize,
+    /// Time spent resolving identity (lookups, plan, customer/identity/merge writes), µs.
+    pub identity_us: u64,
 }
 
 /// One conversation touched by the batch, with its latest message time.
@@ -204,6 +206,7 @@ impl Store {
                 s.into_iter().collect()
             };
 
+            let identity_started = std::time::Instant::now();
             let mut known = Known::default();
             let mut conv_ids: HashMap<String, String> = HashMap::new();
             // conversation key → (status of the conversation its messages land in, merged?)
@@ -462,6 +465,7 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             }
+            stats.identity_us = identity_started.elapsed().as_micros() as u64;
 
             // Conversations: one upsert row per key, carrying the batch's latest message time.
             let mut touched: HashMap<String, ConvTouch> = HashMap::new();
