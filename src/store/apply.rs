@@ -596,7 +596,9 @@ impl Store {
                     entry_ids.insert((raw, idx), r.try_get::<i64, _>(0)?);
                 }
             }
-            // Announce new messages (a replay rewrites history quietly).
+            // Announce new messages (a replay rewrites history quietly), in order, one
+            // multi-row insert per chunk.
+            let mut announced: Vec<(Option<&str>, &str, String)> = Vec::new();
             for (n, customer, conv) in &rows {
                 let (ev, idx, item) = flat[*n];
                 if ev.replay || !matches!(item.body, EventBody::Message { .. }) {
@@ -615,14 +617,20 @@ impl Store {
                     "occurred_at": crate::store::model::rfc3339(item.occurred_at),
                     "body": item.body,
                 });
-                append_event!(
-                    tx,
-                    "message.created",
-                    *conv,
-                    Some(customer.as_str()),
-                    payload,
-                    now
+                announced.push((*conv, customer.as_str(), payload.to_string()));
+            }
+            for chunk in announced.chunks(CHUNK) {
+                let mut qb = QueryBuilder::new(
+                    "INSERT INTO events (kind, conversation_id, customer_id, payload, created_at) ",
                 );
+                qb.push_values(chunk, |mut b, (conv, customer, payload)| {
+                    b.push_bind("message.created")
+                        .push_bind(*conv)
+                        .push_bind(*customer)
+                        .push_bind(payload.as_str())
+                        .push_bind(now);
+                });
+                qb.build().execute(&mut *tx).await?;
             }
 
             // A merged thread's messages land in the survivor, which shows the activity; a
