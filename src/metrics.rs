@@ -65,6 +65,17 @@ pub struct Metrics {
     pub unknown_connector: AtomicU64,
     pub entries_written: AtomicU64,
     pub merges: AtomicU64,
+    /// Pipeline time by stage, in microseconds: where a slow pipeline spends its time.
+    pub pipeline_us: PipelineTimes,
+}
+
+/// Cumulative pipeline time per stage (µs). `apply` is the whole write transaction, which
+/// includes `identity` (lookups, the plan and the customer/identity/merge writes).
+#[derive(Debug, Default)]
+pub struct PipelineTimes {
+    pub normalize: AtomicU64,
+    pub identity: AtomicU64,
+    pub apply: AtomicU64,
 }
 
 impl Metrics {
@@ -187,6 +198,22 @@ impl Metrics {
             "switchboard_customer_merges_total {}",
             self.merges.load(Relaxed)
         );
+        let _ = writeln!(
+            out,
+            "# HELP switchboard_pipeline_seconds_total Pipeline time by stage (apply includes identity)."
+        );
+        let _ = writeln!(out, "# TYPE switchboard_pipeline_seconds_total counter");
+        for (stage, v) in [
+            ("normalize", &self.pipeline_us.normalize),
+            ("identity", &self.pipeline_us.identity),
+            ("apply", &self.pipeline_us.apply),
+        ] {
+            let _ = writeln!(
+                out,
+                "switchboard_pipeline_seconds_total{{stage=\"{stage}\"}} {:.6}",
+                v.load(Relaxed) as f64 / 1e6
+            );
+        }
         let _ = writeln!(out, "# HELP switchboard_jobs Jobs by state.");
         let _ = writeln!(out, "# TYPE switchboard_jobs gauge");
         let _ = writeln!(out, "switchboard_jobs{{state=\"queued\"}} {}", q.queued);

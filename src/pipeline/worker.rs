@@ -155,6 +155,7 @@ impl Pipeline {
             }
         };
 
+        let started = std::time::Instant::now();
         let mut prepared = Vec::with_capacity(jobs.len());
         for job in &jobs {
             let Some(raw) = raws.get(&job.raw_event_id) else {
@@ -207,11 +208,19 @@ impl Pipeline {
             }
         }
 
-        match self
+        let times = &self.metrics.pipeline_us;
+        times
+            .normalize
+            .fetch_add(started.elapsed().as_micros() as u64, Relaxed);
+        let started = std::time::Instant::now();
+        let applied = self
             .store
             .apply_batch_with(&prepared, &self.claims.guards)
-            .await
-        {
+            .await;
+        times
+            .apply
+            .fetch_add(started.elapsed().as_micros() as u64, Relaxed);
+        match applied {
             Ok(stats) => self.record(&prepared, stats),
             Err(e) if is_unavailable(&e) => {
                 // The database went away mid-batch: no event is at fault, so no attempt is
@@ -281,6 +290,10 @@ impl Pipeline {
             .entries_written
             .fetch_add(stats.entries as u64, Relaxed);
         self.metrics.merges.fetch_add(stats.merges as u64, Relaxed);
+        self.metrics
+            .pipeline_us
+            .identity
+            .fetch_add(stats.identity_us, Relaxed);
     }
 
     /// Retries with exponential backoff and jitter, or parks the job as dead.

@@ -31,6 +31,8 @@ pub struct ApplyStats {
     pub new_customers: usize,
     pub merges: usize,
     pub conversations: usize,
+    /// Time spent resolving identity (lookups, plan, customer/identity/merge writes), µs.
+    pub identity_us: u64,
 }
 
 /// One conversation touched by the batch, with its latest message time.
@@ -204,6 +206,7 @@ impl Store {
                 s.into_iter().collect()
             };
 
+            let identity_started = std::time::Instant::now();
             let mut known = Known::default();
             let mut conv_ids: HashMap<String, String> = HashMap::new();
             // conversation key → (status of the conversation its messages land in, merged?)
@@ -462,6 +465,7 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             }
+            stats.identity_us = identity_started.elapsed().as_micros() as u64;
 
             // The suggester (src/suggest) looks again, outside this transaction, at customers
             // whose weak evidence this batch changed: new customers, names set, new phones,
@@ -613,7 +617,9 @@ impl Store {
                     entry_ids.insert((raw, idx), r.try_get::<i64, _>(0)?);
                 }
             }
-            // Announce new messages (a replay rewrites history quietly).
+            // Announce new messages (a replay rewrites history quietly), in order, one
+            // multi-row insert per chunk.
+            let mut announced: Vec<(Option<&str>, &str, String)> = Vec::new();
             for (n, customer, conv) in &rows {
                 let (ev, idx, item) = flat[*n];
                 if ev.replay || !matches!(item.body, EventBody::Message { .. }) {
@@ -632,14 +638,20 @@ impl Store {
                     "occurred_at": crate::store::model::rfc3339(item.occurred_at),
                     "body": item.body,
                 });
-                append_event!(
-                    tx,
-                    "message.created",
-                    *conv,
-                    Some(customer.as_str()),
-                    payload,
-                    now
+                announced.push((*conv, customer.as_str(), payload.to_string()));
+            }
+            for chunk in announced.chunks(CHUNK) {
+                let mut qb = QueryBuilder::new(
+                    "INSERT INTO events (kind, conversation_id, customer_id, payload, created_at) ",
                 );
+                qb.push_values(chunk, |mut b, (conv, customer, payload)| {
+                    b.push_bind("message.created")
+                        .push_bind(*conv)
+                        .push_bind(*customer)
+                        .push_bind(payload.as_str())
+                        .push_bind(now);
+                });
+                qb.build().execute(&mut *tx).await?;
             }
 
             // A merged thread's messages land in the survivor, which shows the activity; a

@@ -9,14 +9,6 @@ use sqlx::Row;
 
 use super::{with_pool, Pools, Store};
 
-/// The current copy of a document, as loaded inside the pipeline's transaction.
-#[derive(Debug, Clone)]
-pub(crate) struct Current {
-    pub entry_id: i64,
-    pub version: Option<i64>,
-    pub body: Value,
-}
-
 /// Is `new` a later version than `old`? A document without a version is taken as the latest.
 pub(crate) fn newer(new: Option<i64>, old: Option<i64>) -> bool {
     match (new, old) {
@@ -56,11 +48,29 @@ pub(crate) fn changes(old: &Value, new: &Value) -> Map<String, Value> {
     out
 }
 
+/// Where a document's current copy lives while a batch is applied: a stored timeline entry,
+/// or one the batch is about to insert.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum EntryRef {
+    Stored(i64),
+    New(usize),
+}
+
+/// A timeline entry a document batch inserts: flat index, customer, conversation, kind,
+/// occurred_at, body.
+pub(crate) type NewEntry<'a> = (usize, &'a str, Option<&'a str>, String, i64, Value);
+
 /// Applies the document items of a batch inside its transaction. `$flat` is the batch's
 /// `(event, item index, item)` list, `$rows` the `(flat index, customer, conversation)` of the
 /// document items. Evaluates to the number of timeline entries written.
+///
+/// The versions are worked out in memory first (a batch may hold a document's creation and
+/// its updates), then written with a few multi-row statements per batch, never one per
+/// document: new entries, new entities, change entries, rewritten entry bodies, and moved
+/// entity versions.
 macro_rules! apply_documents {
     ($tx:expr, $flat:expr, $rows:expr, $now:expr) => {{
+        use crate::store::entities::{EntryRef, NewEntry};
         let mut written = 0usize;
         let mut docs: Vec<(usize, &str, &'static str, &str, Option<i64>)> = $rows
             .iter()
@@ -73,8 +83,11 @@ macro_rules! apply_documents {
             .collect();
         // Oldest version first, so a batch holding several versions ends on the latest.
         docs.sort_by(|a, b| (a.1, a.2, a.3, a.4).cmp(&(b.1, b.2, b.3, b.4)));
-        let mut current: std::collections::HashMap<(String, String, String), crate::store::entities::Current> =
-            std::collections::HashMap::new();
+        // key → (where its entry is, version, body)
+        let mut current: std::collections::HashMap<
+            (String, String, String),
+            (EntryRef, Option<i64>, serde_json::Value),
+        > = std::collections::HashMap::new();
         for chunk in docs.chunks(crate::store::CHUNK) {
             let mut qb = sqlx::QueryBuilder::new(
                 "SELECT connector_id, kind, entity_id, entry_id, version, body FROM entities WHERE ",
@@ -93,11 +106,11 @@ macro_rules! apply_documents {
                 let body: String = r.try_get(5)?;
                 current.insert(
                     (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?),
-                    crate::store::entities::Current {
-                        entry_id: r.try_get(3)?,
-                        version: r.try_get(4)?,
-                        body: serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
-                    },
+                    (
+                        EntryRef::Stored(r.try_get(3)?),
+                        r.try_get(4)?,
+                        serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+                    ),
                 );
             }
         }
@@ -105,105 +118,173 @@ macro_rules! apply_documents {
             .iter()
             .map(|(n, customer, conv)| (*n, (customer.as_str(), *conv)))
             .collect();
+        // What to write, worked out in order.
+        let mut new_entries: Vec<NewEntry> = Vec::new();
+        // (key, index in new_entries)
+        let mut new_entities: Vec<((String, String, String), usize)> = Vec::new();
+        let mut changed: Vec<NewEntry> = Vec::new();
+        // stored entry id → its new body (the latest wins)
+        let mut rewrites: std::collections::HashMap<i64, String> = std::collections::HashMap::new();
+        // stored entity → its new version and body (the latest wins)
+        let mut moved: std::collections::HashMap<(String, String, String), (Option<i64>, String)> =
+            std::collections::HashMap::new();
         for (n, connector, kind, id, version) in docs {
-            let (ev, idx, item) = $flat[n];
+            let (_, _, item) = $flat[n];
             let Some(&(customer, conv)) = conv_of.get(&n) else { continue };
             let body = serde_json::to_value(&item.body)?;
             let key = (connector.to_string(), kind.to_string(), id.to_string());
             match current.get_mut(&key) {
                 None => {
                     let created = body["created_at"].as_i64().unwrap_or(item.occurred_at);
-                    let entry_id: i64 = sqlx::query(
-                        "INSERT INTO timeline_entries (raw_event_id, item_index, customer_id, conversation_id, connector_id, channel, kind, direction, occurred_at, body, created_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
-                         ON CONFLICT (raw_event_id, item_index) DO UPDATE SET body = excluded.body RETURNING id",
-                    )
-                    .bind(ev.raw_event_id)
-                    .bind(idx as i64)
-                    .bind(customer)
-                    .bind(conv)
-                    .bind(connector)
-                    .bind(item.channel.as_str())
-                    .bind(kind)
-                    .bind(item.direction.as_str())
-                    .bind(created)
-                    .bind(body.to_string())
-                    .bind($now)
-                    .fetch_one(&mut *$tx)
-                    .await?
-                    .try_get(0)?;
-                    sqlx::query(
-                        "INSERT INTO entities (connector_id, kind, entity_id, customer_id, entry_id, version, body, created_at, updated_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (connector_id, kind, entity_id) DO NOTHING",
-                    )
-                    .bind(connector)
-                    .bind(kind)
-                    .bind(id)
-                    .bind(customer)
-                    .bind(entry_id)
-                    .bind(version)
-                    .bind(body.to_string())
-                    .bind(created)
-                    .bind($now)
-                    .execute(&mut *$tx)
-                    .await?;
-                    written += 1;
+                    new_entities.push((key.clone(), new_entries.len()));
                     current.insert(
                         key,
-                        crate::store::entities::Current { entry_id, version, body },
+                        (EntryRef::New(new_entries.len()), version, body.clone()),
                     );
+                    new_entries.push((n, customer, conv, kind.to_string(), created, body));
+                    written += 1;
                 }
                 Some(cur) => {
-                    if !crate::store::entities::newer(version, cur.version) {
+                    if !crate::store::entities::newer(version, cur.1) {
                         continue;
                     }
-                    let changes = crate::store::entities::changes(&cur.body, &body);
+                    let changes = crate::store::entities::changes(&cur.2, &body);
                     if !changes.is_empty() {
-                        sqlx::query("UPDATE timeline_entries SET body = $1 WHERE id = $2")
-                            .bind(body.to_string())
-                            .bind(cur.entry_id)
-                            .execute(&mut *$tx)
-                            .await?;
-                        let changed = serde_json::json!({
+                        match cur.0 {
+                            EntryRef::Stored(entry_id) => {
+                                rewrites.insert(entry_id, body.to_string());
+                            }
+                            EntryRef::New(i) => new_entries[i].5 = body.clone(),
+                        }
+                        let change = serde_json::json!({
                             "type": format!("{kind}_changed"),
                             format!("{kind}_id"): id,
                             "changes": changes,
                         });
-                        sqlx::query(
-                            "INSERT INTO timeline_entries (raw_event_id, item_index, customer_id, conversation_id, connector_id, channel, kind, direction, occurred_at, body, created_at) \
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (raw_event_id, item_index) DO NOTHING",
-                        )
-                        .bind(ev.raw_event_id)
-                        .bind(idx as i64)
-                        .bind(customer)
-                        .bind(conv)
-                        .bind(connector)
-                        .bind(item.channel.as_str())
-                        .bind(format!("{kind}_changed"))
-                        .bind(item.direction.as_str())
-                        .bind(version.unwrap_or(item.occurred_at))
-                        .bind(changed.to_string())
-                        .bind($now)
-                        .execute(&mut *$tx)
-                        .await?;
+                        changed.push((
+                            n,
+                            customer,
+                            conv,
+                            format!("{kind}_changed"),
+                            version.unwrap_or(item.occurred_at),
+                            change,
+                        ));
                         written += 1;
                     }
-                    sqlx::query(
-                        "UPDATE entities SET version = $1, body = $2, updated_at = $3 \
-                         WHERE connector_id = $4 AND kind = $5 AND entity_id = $6",
-                    )
-                    .bind(version)
-                    .bind(body.to_string())
-                    .bind($now)
-                    .bind(connector)
-                    .bind(kind)
-                    .bind(id)
-                    .execute(&mut *$tx)
-                    .await?;
-                    cur.version = version;
-                    cur.body = body;
+                    if let EntryRef::Stored(_) = cur.0 {
+                        moved.insert(key.clone(), (version, body.to_string()));
+                    }
+                    cur.1 = version;
+                    cur.2 = body;
                 }
             }
+        }
+
+        // New documents: their first entries (a replay finds them and rewrites the body) …
+        let mut entry_of: std::collections::HashMap<(i64, i64), i64> =
+            std::collections::HashMap::new();
+        for chunk in new_entries.chunks(crate::store::CHUNK) {
+            let mut qb = sqlx::QueryBuilder::new(
+                "INSERT INTO timeline_entries (raw_event_id, item_index, customer_id, conversation_id, connector_id, channel, kind, direction, occurred_at, body, created_at) ",
+            );
+            qb.push_values(chunk, |mut b, (n, customer, conv, kind, at, body)| {
+                let (ev, idx, item) = $flat[*n];
+                b.push_bind(ev.raw_event_id)
+                    .push_bind(idx as i64)
+                    .push_bind(*customer)
+                    .push_bind(*conv)
+                    .push_bind(ev.connector_id.as_str())
+                    .push_bind(item.channel.as_str())
+                    .push_bind(kind.as_str())
+                    .push_bind(item.direction.as_str())
+                    .push_bind(*at)
+                    .push_bind(body.to_string())
+                    .push_bind($now);
+            });
+            qb.push(
+                " ON CONFLICT (raw_event_id, item_index) DO UPDATE SET body = excluded.body \
+                 RETURNING id, raw_event_id, item_index",
+            );
+            for r in qb.build().fetch_all(&mut *$tx).await? {
+                entry_of.insert((r.try_get(1)?, r.try_get(2)?), r.try_get(0)?);
+            }
+        }
+        // … then the entities, carrying the batch's latest version.
+        for chunk in new_entities.chunks(crate::store::CHUNK) {
+            let mut qb = sqlx::QueryBuilder::new(
+                "INSERT INTO entities (connector_id, kind, entity_id, customer_id, entry_id, version, body, created_at, updated_at) ",
+            );
+            let mut missing = false;
+            qb.push_values(chunk, |mut b, (key, i)| {
+                let (n, customer, _, _, created, _) = &new_entries[*i];
+                let (ev, idx, _) = $flat[*n];
+                let entry_id = entry_of.get(&(ev.raw_event_id, idx as i64)).copied();
+                missing |= entry_id.is_none();
+                let (_, version, body) = &current[key];
+                b.push_bind(key.0.as_str())
+                    .push_bind(key.1.as_str())
+                    .push_bind(key.2.as_str())
+                    .push_bind(*customer)
+                    .push_bind(entry_id.unwrap_or_default())
+                    .push_bind(*version)
+                    .push_bind(body.to_string())
+                    .push_bind(*created)
+                    .push_bind($now);
+            });
+            anyhow::ensure!(!missing, "a document entry was not returned by its insert");
+            qb.push(" ON CONFLICT (connector_id, kind, entity_id) DO NOTHING");
+            qb.build().execute(&mut *$tx).await?;
+        }
+        for chunk in changed.chunks(crate::store::CHUNK) {
+            let mut qb = sqlx::QueryBuilder::new(
+                "INSERT INTO timeline_entries (raw_event_id, item_index, customer_id, conversation_id, connector_id, channel, kind, direction, occurred_at, body, created_at) ",
+            );
+            qb.push_values(chunk, |mut b, (n, customer, conv, kind, at, body)| {
+                let (ev, idx, item) = $flat[*n];
+                b.push_bind(ev.raw_event_id)
+                    .push_bind(idx as i64)
+                    .push_bind(*customer)
+                    .push_bind(*conv)
+                    .push_bind(ev.connector_id.as_str())
+                    .push_bind(item.channel.as_str())
+                    .push_bind(kind.as_str())
+                    .push_bind(item.direction.as_str())
+                    .push_bind(*at)
+                    .push_bind(body.to_string())
+                    .push_bind($now);
+            });
+            qb.push(" ON CONFLICT (raw_event_id, item_index) DO NOTHING");
+            qb.build().execute(&mut *$tx).await?;
+        }
+        // Stored documents that moved on: their entry shows the latest copy.
+        let rewrites: Vec<(i64, String)> = rewrites.into_iter().collect();
+        for chunk in rewrites.chunks(crate::store::CHUNK) {
+            let mut qb = sqlx::QueryBuilder::new("WITH v (id, body) AS (");
+            qb.push_values(chunk, |mut b, (id, body)| {
+                b.push_bind(*id).push_bind(body.as_str());
+            });
+            qb.push(") UPDATE timeline_entries SET body = v.body FROM v WHERE timeline_entries.id = v.id");
+            qb.build().execute(&mut *$tx).await?;
+        }
+        let moved: Vec<((String, String, String), (Option<i64>, String))> =
+            moved.into_iter().collect();
+        for chunk in moved.chunks(crate::store::CHUNK) {
+            let mut qb =
+                sqlx::QueryBuilder::new("WITH v (connector_id, kind, entity_id, version, body) AS (");
+            qb.push_values(chunk, |mut b, ((c, k, id), (version, body))| {
+                b.push_bind(c.as_str())
+                    .push_bind(k.as_str())
+                    .push_bind(id.as_str())
+                    .push_bind(*version)
+                    .push_bind(body.as_str());
+            });
+            qb.push(") UPDATE entities SET version = v.version, body = v.body, updated_at = ");
+            qb.push_bind($now);
+            qb.push(
+                " FROM v WHERE v.connector_id = entities.connector_id AND v.kind = entities.kind \
+                 AND v.entity_id = entities.entity_id",
+            );
+            qb.build().execute(&mut *$tx).await?;
         }
         written
     }};
