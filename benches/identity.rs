@@ -669,12 +669,14 @@ async fn merge(label: &str, url: &str) -> anyhow::Result<()> {
         let idents = (entries / 500).max(1);
         for i in 0..entries.saturating_sub(100) {
             n += 1;
+            // Ids past the first 50 are new identities of the same person: the email links them.
             let ext = format!("{who}-{}", i % idents.max(50));
+            let email = format!("{}@example.com", who.to_lowercase());
             buf.extend(crm_event(
                 &registry,
                 n,
                 &ext,
-                None,
+                Some(&email),
                 &format!("{who}-c{}", i % convs),
             )?);
             if buf.len() >= 500 {
