@@ -41,7 +41,7 @@ pub use inbox::{AgentPatch, ConversationPatch};
 pub use model::*;
 pub use outbound::SendOutcome;
 pub use read::{ConversationFilter, CustomerQuery};
-pub use search::{SearchFilter, SearchHit, SearchTerms};
+pub use search::{SearchFilter, SearchHit, SearchTerms, CUSTOMERS_MAX, NEWEST_MAX, RANKED_MAX};
 pub use webhooks::{
     AttemptRecord, ClaimedDelivery, DeliveryOutcome, SubscriptionPatch, WebhookAttempt,
     WebhookDelivery, WebhookSubscription,
