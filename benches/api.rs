@@ -625,6 +625,69 @@ fn pct(sorted: &[u32], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize] as f64 / 1000.0
 }
 
+/// How many support words count as the common head of the vocabulary in the search mix.
+const HEAD: usize = 300;
+
+/// The search queries the clients draw from (URL-encoded `q=…`), a fixed list so every run
+/// sends the same mix. `SEARCH_MIX=mixed` (the default) is what an agent types:
+///
+/// - 50% one word drawn uniformly from the vocabulary: mostly rare product-like names with a
+///   few to a few hundred matches; about 3% of these are among the 1,000 most frequent words;
+/// - 15% one of the 300 most frequent words (`the`, `order`, `refund`, `tracking`): tens to
+///   hundreds of thousands of matches;
+/// - 10% two words, a frequent one and a uniform one (`refund kelomi`): every word must match;
+/// - 5% a quoted phrase of two frequent words (`"tracking number"`);
+/// - 10% a customer's whole email address (`ada.lovelace.123@example.com`);
+/// - 5% a customer's full name (`Ada Lovelace`: about 130 customers each);
+/// - 5% a last name alone (`Lovelace`: about 6,700 customers, by name and by email).
+///
+/// `SEARCH_MIX=vocabulary` is the earlier mix: one word uniform over the vocabulary.
+fn search_queries(shape: &Shape, mix: Option<&str>) -> anyhow::Result<Vec<String>> {
+    let vocab = vocabulary(shape.vocabulary);
+    let head = &vocab[..HEAD.min(vocab.len())];
+    let mut rng = StdRng::seed_from_u64(shape.seed ^ 0x5ea4c4);
+    let (first, last, domains) = (list(FIRST), list(LAST), list(DOMAINS));
+    let n = 10_000;
+    let queries: Vec<String> = match mix.unwrap_or("mixed") {
+        "vocabulary" => (0..n)
+            .map(|_| vocab[rng.gen_range(0..vocab.len())].clone())
+            .collect(),
+        "mixed" => (0..n)
+            .map(|_| {
+                let pick = |rng: &mut StdRng, v: &[String]| v[rng.gen_range(0..v.len())].clone();
+                let customer = |rng: &mut StdRng| {
+                    let i = rng.gen_range(0..shape.customers);
+                    customer_json(i, &first, &last, &domains)
+                };
+                match rng.gen_range(0..100) {
+                    0..50 => pick(&mut rng, &vocab),
+                    50..65 => pick(&mut rng, head),
+                    65..75 => format!("{} {}", pick(&mut rng, head), pick(&mut rng, &vocab)),
+                    75..80 => format!("\"{} {}\"", pick(&mut rng, head), pick(&mut rng, head)),
+                    80..90 => customer(&mut rng)["email"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    90..95 => customer(&mut rng)["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    _ => last[rng.gen_range(0..last.len())].to_string(),
+                }
+            })
+            .collect(),
+        other => anyhow::bail!("SEARCH_MIX `{other}`: mixed or vocabulary"),
+    };
+    Ok(queries
+        .into_iter()
+        .map(|q| {
+            let mut u = reqwest::Url::parse("http://127.0.0.1/").expect("static url");
+            u.query_pairs_mut().append_pair("q", &q);
+            u.query().unwrap_or_default().to_string()
+        })
+        .collect())
+}
+
 #[derive(Clone)]
 enum Target {
     Conversations,
@@ -644,8 +707,11 @@ impl Target {
             Target::Conversation(ids) => {
                 format!("/api/v1/conversations/{}", ids[rng.gen_range(0..ids.len())])
             }
-            Target::Search(words) => {
-                format!("/api/v1/search?q={}", words[rng.gen_range(0..words.len())])
+            Target::Search(queries) => {
+                format!(
+                    "/api/v1/search?{}",
+                    queries[rng.gen_range(0..queries.len())]
+                )
             }
         }
     }
@@ -703,7 +769,7 @@ async fn drive(
     (all, bad, el)
 }
 
-async fn measure(label: &str, url: &str) -> anyhow::Result<Vec<Sample>> {
+async fn measure(label: &str, url: &str, shape: &Shape) -> anyhow::Result<Vec<Sample>> {
     let clients: usize = env_num("CLIENTS", 32);
     let secs: f64 = env_num("DURATION", 10.0);
     let warmup: f64 = env_num("WARMUP", 2.0);
@@ -731,9 +797,7 @@ async fn measure(label: &str, url: &str) -> anyhow::Result<Vec<Sample>> {
 
     // The load generator runs on its own single-threaded runtime, so the server's workers
     // are not also scheduling the clients' futures.
-    // Search terms: uniform over the vocabulary the text was written with, so most are
-    // uncommon words (a product, a name) and about 1% are among the 300 most common.
-    let words = vocabulary(env_num("VOCABULARY", 30_000));
+    let queries = search_queries(shape, env_str("SEARCH_MIX").as_deref())?;
     let targets = vec![
         ("GET /conversations?status=open", Target::Conversations),
         (
@@ -744,7 +808,7 @@ async fn measure(label: &str, url: &str) -> anyhow::Result<Vec<Sample>> {
             "GET /conversations/{id}",
             Target::Conversation(conversations.clone()),
         ),
-        ("GET /search?q={word}", Target::Search(Arc::new(words))),
+        ("GET /search?q={query}", Target::Search(Arc::new(queries))),
     ];
     let (base2, token2) = (base.clone(), token.clone());
     let only2 = only.clone();
@@ -900,7 +964,7 @@ async fn run_backend(label: &str, url: &str, shape: &Shape, mode: Mode) -> anyho
         ensure_seeded(label, url, shape).await?;
     }
     if mode != Mode::Seed {
-        let samples = measure(label, url).await?;
+        let samples = measure(label, url, shape).await?;
         report(label, &samples);
     }
     Ok(())

@@ -7,6 +7,11 @@
 //! timeline entries only), `customer` (any id of the customer, aliases included). Results are
 //! paged by an opaque cursor holding an offset (relevance order has no stable keyset); a cursor
 //! only fits the search that produced it.
+//!
+//! Order: when no word of `q` is in more than [`RANKED_MAX`](crate::store::RANKED_MAX)
+//! entries, every match is ranked, however old; otherwise entries come newest first with
+//! rank 0, reaching back [`NEWEST_MAX`](crate::store::NEWEST_MAX) matches. There is no
+//! total count.
 
 use std::collections::HashMap;
 
@@ -31,6 +36,14 @@ const PARAMS: &[&str] = &["q", "status", "connector", "customer", "limit", "curs
     path = "/search",
     tag = "search",
     summary = "Full-text search over messages, notes and customers",
+    description = "Customers (by name or identity value) and timeline entries (message and \
+note text), best first. When no word or phrase of `q` is in more than 2,000 entries, every \
+match is ranked (`rank`: higher is better), however old. When one is (a word like `the` or \
+`order`), entries come newest first with `rank` 0, at most the 10,000 newest (with a \
+filter, the 20,000 newest matches are filtered); customers still come first, ranked among \
+themselves (for a name shared by many customers, the 500 most recently added names and \
+identities are ranked). Ties: customers, then the most recently stored entries. There is \
+no total count: `next_cursor` says whether there is more.",
     params(
         ("q" = String, Query, description = "words, \"phrases\", OR, -word"),
         ("status" = Option<String>, Query),

@@ -44,7 +44,7 @@ pub use lease::{LeaseFence, LeaseLost, LeaseRecord};
 pub use model::*;
 pub use outbound::SendOutcome;
 pub use read::{ConversationFilter, CustomerQuery};
-pub use search::{SearchFilter, SearchHit, SearchTerms};
+pub use search::{SearchFilter, SearchHit, SearchTerms, CUSTOMERS_MAX, NEWEST_MAX, RANKED_MAX};
 pub use webhooks::{
     AttemptRecord, ClaimedDelivery, DeliveryOutcome, SubscriptionPatch, WebhookAttempt,
     WebhookDelivery, WebhookSubscription,

@@ -121,9 +121,7 @@ impl SearchTerms {
     /// The FTS5 MATCH expression: every phrase a double-quoted string, so no user character is
     /// ever read as FTS5 syntax.
     fn fts5(&self) -> String {
-        fn quoted(p: &str) -> String {
-            format!("\"{}\"", p.replace('"', "\"\""))
-        }
+        let quoted = fts5_string;
         let clauses: Vec<String> = self
             .all
             .iter()
@@ -162,6 +160,11 @@ impl SearchTerms {
         }
         (format!("({expr})"), binds)
     }
+}
+
+/// One phrase as an FTS5 string: double-quoted, so no user character is read as syntax.
+fn fts5_string(p: &str) -> String {
+    format!("\"{}\"", p.replace('"', "\"\""))
 }
 
 /// The words of one term, joined by single spaces; `None` when no word has a letter or digit.
@@ -221,63 +224,187 @@ pub enum SearchHit {
 // Shared parameters: $1 status, $2 connector, $3 canonical customer, $4 limit, $5 offset;
 // SQLite $6 is the MATCH expression, PostgreSQL binds the phrases from $6 on.
 
-/// Matches ranked per query: the newest ones. Ranking every match of a common word costs
-/// time in proportion to the whole history (450k hits for "order" in the 1M-message bench);
-/// both engines find the newest matches cheaply (FTS5 walks rowids backwards, PostgreSQL
-/// sorts ids without reading tsvectors), and a rare word in an old message is still found.
-const CANDIDATES: i64 = 2_000;
-/// With a filter many candidates may be filtered out, so more are ranked.
-const CANDIDATES_FILTERED: i64 = 20_000;
+/// A word (or phrase) with more matching entries than this is common. A query with no
+/// common word is ranked over every match, however old: that is at most this many entries
+/// per word. A query with a common word comes back newest first: ranking hundreds of
+/// thousands of matches costs time in proportion to the whole history (FTS5's bm25 counts
+/// every match of every word for its IDF even when only a few rows are ranked), and a
+/// word that is in every other message says nothing about which one is best.
+pub const RANKED_MAX: i64 = 2_000;
+/// Newest-first results reach back this many entries at most (offset + limit).
+pub const NEWEST_MAX: i64 = 10_000;
+/// A filter may drop most of the newest matches, so a newest-first search with a filter
+/// looks at this many of them.
+const NEWEST_FILTERED: i64 = 20_000;
+/// Customer names and identities ranked per query, each: the most recently added ones (a
+/// last name alone matches thousands of customers, all with the same score).
+pub const CUSTOMERS_MAX: i64 = 500;
 
-fn sqlite_messages(cap: i64) -> String {
-    format!(
-        "SELECT 'message' AS type, t.id AS entry_id, k.id AS customer_id, s.score AS score, \
-                t.occurred_at AS occurred_at, NULL AS src, NULL AS src_id \
-         FROM (SELECT rowid AS rid, -bm25(search_entries) AS score FROM search_entries \
-               WHERE search_entries MATCH $6 ORDER BY rowid DESC LIMIT {cap}) s \
-         JOIN timeline_entries t ON t.id = s.rid \
-         JOIN customers c ON c.id = t.customer_id JOIN customers k ON k.id = c.canonical_id \
-         LEFT JOIN conversations v ON v.id = t.conversation_id \
-         WHERE ($1 IS NULL OR v.status = $1) \
-           AND ($2 IS NULL OR t.connector_id = $2) AND ($3 IS NULL OR k.id = $3)"
-    )
+/// How one search runs.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    /// Relevance over every match (no common word), or newest first.
+    ranked: bool,
+    /// A status, connector or customer filter: entries are joined to their conversation and
+    /// customer before the page is cut.
+    filtered: bool,
+    /// Customers are searched too (no status or connector filter).
+    customers: bool,
+    /// Newest-first: entries read at most.
+    newest: i64,
+    /// Names and identities ranked at most, each.
+    customer_cap: i64,
 }
 
-/// The best-matching name or identity of each canonical customer.
-const SQLITE_CUSTOMERS: &str = "\
-SELECT 'customer', NULL, cust_id, score, NULL, src, src_id FROM ( \
-  SELECT k.id AS cust_id, h.score AS score, h.src AS src, h.src_id AS src_id, \
-         ROW_NUMBER() OVER (PARTITION BY k.id ORDER BY h.score DESC, h.src, h.src_id) AS n \
-  FROM ( \
-    SELECT 'name' AS src, search_names.rowid AS src_id, search_names.customer_id AS rec, \
-           -bm25(search_names) AS score \
-    FROM search_names WHERE search_names MATCH $6 \
-    UNION ALL \
-    SELECT 'identity', search_identities.rowid, i.customer_id, -bm25(search_identities) \
-    FROM search_identities JOIN identities i ON i.id = search_identities.rowid \
-    WHERE search_identities MATCH $6 \
-  ) h JOIN customers c ON c.id = h.rec JOIN customers k ON k.id = c.canonical_id \
-  WHERE ($3 IS NULL OR k.id = $3) \
-) WHERE n = 1";
+impl Plan {
+    fn of(f: &SearchFilter, ranked: bool) -> Plan {
+        let filtered = f.status.is_some() || f.connector_id.is_some() || f.customer_id.is_some();
+        let end = f.offset.saturating_add(f.limit).clamp(0, NEWEST_MAX);
+        Plan {
+            ranked,
+            filtered,
+            customers: f.includes_customers(),
+            newest: if filtered { NEWEST_FILTERED } else { end },
+            // A customer filter keeps that customer's own names and identities, which a
+            // cap over everybody's could leave out.
+            customer_cap: if f.customer_id.is_some() {
+                NEWEST_FILTERED
+            } else {
+                CUSTOMERS_MAX
+            },
+        }
+    }
+}
 
-/// Snippets only for the page's rows.
-const SQLITE_PAGE: &str = "\
-, page AS (SELECT * FROM hits ORDER BY score DESC, type, occurred_at DESC, entry_id DESC, customer_id \
-           LIMIT $4 OFFSET $5) \
-SELECT p.type, p.entry_id, p.customer_id, p.score, t.conversation_id, t.connector_id, t.kind, \
-       t.occurred_at, k.display_name, \
-  CASE WHEN p.type = 'message' THEN \
-         (SELECT snippet(search_entries, 0, char(2), char(3), '…', 24) FROM search_entries \
-          WHERE search_entries MATCH $6 AND search_entries.rowid = p.entry_id) \
-       WHEN p.src = 'name' THEN \
-         (SELECT highlight(search_names, 0, char(2), char(3)) FROM search_names \
-          WHERE search_names MATCH $6 AND search_names.rowid = p.src_id) \
-       ELSE \
-         (SELECT highlight(search_identities, 0, char(2), char(3)) FROM search_identities \
-          WHERE search_identities MATCH $6 AND search_identities.rowid = p.src_id) \
-  END \
-FROM page p LEFT JOIN timeline_entries t ON t.id = p.entry_id LEFT JOIN customers k ON k.id = p.customer_id \
-ORDER BY p.score DESC, p.type, p.occurred_at DESC, p.entry_id DESC, p.customer_id";
+/// The order of results: best first; ties (every entry of a newest-first search):
+/// customers, then the most recently stored entries (the entry id, so nothing but the
+/// search index is read before the page is cut). Customer hits carry their id before the
+/// page is cut, entries get theirs after.
+const ORDER: &str = "score DESC, type, entry_id DESC, customer_id";
+/// [`ORDER`] on the `page` alias.
+const ORDER_P: &str = "p.score DESC, p.type, p.entry_id DESC, p.customer_id";
+
+/// Whether any of the query's phrases (FTS5 strings, bound from `$1`) matches more than
+/// [`RANKED_MAX`] entries; each count stops there.
+fn sqlite_common_sql(phrases: usize) -> String {
+    let probes: Vec<String> = (1..=phrases)
+        .map(|i| {
+            format!(
+                "(SELECT count(*) FROM (SELECT 1 FROM search_entries WHERE search_entries MATCH ${i} \
+                  LIMIT {})) > {RANKED_MAX}",
+                RANKED_MAX + 1
+            )
+        })
+        .collect();
+    format!("SELECT {}", probes.join(" OR "))
+}
+
+fn sqlite_sql(plan: Plan) -> String {
+    // Ranked: every match (no common word, so at most RANKED_MAX per clause). Newest first:
+    // FTS5 walks the rowids backwards and stops; no bm25, whose IDF would count them all.
+    let source = if plan.ranked {
+        format!(
+            "(SELECT rowid AS rid, -bm25(search_entries) AS score FROM search_entries \
+              WHERE search_entries MATCH $6 LIMIT {}) s",
+            RANKED_MAX * MAX_PHRASES as i64
+        )
+    } else {
+        format!(
+            "(SELECT rowid AS rid, 0.0 AS score FROM search_entries \
+              WHERE search_entries MATCH $6 ORDER BY rowid DESC LIMIT {}) s",
+            plan.newest
+        )
+    };
+    let messages = if plan.filtered {
+        format!(
+            "SELECT 'message' AS type, t.id AS entry_id, k.id AS customer_id, s.score AS score, \
+                    NULL AS src, NULL AS src_id \
+             FROM {source} \
+             JOIN timeline_entries t ON t.id = s.rid \
+             JOIN customers c ON c.id = t.customer_id JOIN customers k ON k.id = c.canonical_id \
+             LEFT JOIN conversations v ON v.id = t.conversation_id \
+             WHERE ($1 IS NULL OR v.status = $1) \
+               AND ($2 IS NULL OR t.connector_id = $2) AND ($3 IS NULL OR k.id = $3)"
+        )
+    } else {
+        format!(
+            "SELECT 'message' AS type, s.rid AS entry_id, NULL AS customer_id, s.score AS score, \
+                    NULL AS src, NULL AS src_id \
+             FROM {source} WHERE $1 IS NULL AND $2 IS NULL AND $3 IS NULL"
+        )
+    };
+    let customers = if plan.customers {
+        let ccap = plan.customer_cap;
+        // The best-matching name or identity of each canonical customer.
+        format!(
+            " UNION ALL \
+             SELECT 'customer', NULL, cust_id, score, src, src_id FROM ( \
+               SELECT k.id AS cust_id, h.score AS score, h.src AS src, h.src_id AS src_id, \
+                      ROW_NUMBER() OVER (PARTITION BY k.id ORDER BY h.score DESC, h.src, h.src_id) AS n \
+               FROM ( \
+                 SELECT 'name' AS src, rid AS src_id, rec, score FROM ( \
+                   SELECT rowid AS rid, customer_id AS rec, -bm25(search_names) AS score \
+                   FROM search_names WHERE search_names MATCH $6 ORDER BY rowid DESC LIMIT {ccap}) \
+                 UNION ALL \
+                 SELECT 'identity', si.rid, i.customer_id, si.score FROM ( \
+                   SELECT rowid AS rid, -bm25(search_identities) AS score \
+                   FROM search_identities WHERE search_identities MATCH $6 \
+                   ORDER BY rowid DESC LIMIT {ccap}) si \
+                 JOIN identities i ON i.id = si.rid \
+               ) h JOIN customers c ON c.id = h.rec JOIN customers k ON k.id = c.canonical_id \
+               WHERE ($3 IS NULL OR k.id = $3) \
+             ) WHERE n = 1"
+        )
+    } else {
+        String::new()
+    };
+    // Customers of entries and snippets only for the page's rows. Snippets come from one
+    // scan of each index over the page's rowid range: a lookup per row (MATCH and rowid =)
+    // would set up a whole FTS5 query per row, ~75 µs each for a common word. `+rowid`
+    // keeps the IN list from being used as such a lookup.
+    let marks = |table: &str, src: &str, id: &str, func: &str| {
+        format!(
+            "{table}_marks AS MATERIALIZED (SELECT rowid AS rid, {func} AS snip FROM {table} \
+               WHERE {table} MATCH $6 \
+                 AND rowid >= (SELECT min({id}) FROM page WHERE {src}) \
+                 AND rowid <= (SELECT max({id}) FROM page WHERE {src}) \
+                 AND +rowid IN (SELECT {id} FROM page WHERE {src}))"
+        )
+    };
+    format!(
+        "WITH hits AS ({messages}{customers}), \
+         page AS MATERIALIZED (SELECT * FROM hits ORDER BY {ORDER} LIMIT $4 OFFSET $5), \
+         {}, {}, {} \
+         SELECT p.type, p.entry_id, coalesce(p.customer_id, mc.canonical_id), p.score, \
+                t.conversation_id, t.connector_id, t.kind, t.occurred_at, k.display_name, \
+                coalesce(se.snip, sn.snip, si.snip) \
+         FROM page p LEFT JOIN timeline_entries t ON t.id = p.entry_id \
+         LEFT JOIN customers mc ON mc.id = t.customer_id \
+         LEFT JOIN customers k ON k.id = p.customer_id \
+         LEFT JOIN search_entries_marks se ON p.type = 'message' AND se.rid = p.entry_id \
+         LEFT JOIN search_names_marks sn ON p.src = 'name' AND sn.rid = p.src_id \
+         LEFT JOIN search_identities_marks si ON p.src = 'identity' AND si.rid = p.src_id \
+         ORDER BY {ORDER_P}",
+        marks(
+            "search_entries",
+            "type = 'message'",
+            "entry_id",
+            "snippet(search_entries, 0, char(2), char(3), '…', 24)"
+        ),
+        marks(
+            "search_names",
+            "src = 'name'",
+            "src_id",
+            "highlight(search_names, 0, char(2), char(3))"
+        ),
+        marks(
+            "search_identities",
+            "src = 'identity'",
+            "src_id",
+            "highlight(search_identities, 0, char(2), char(3))"
+        ),
+    )
+}
 
 /// The identities index expression of migration 0003 (must match it to use the index).
 const PG_IDENTITY_TSV: &str =
@@ -288,31 +415,69 @@ const PG_MESSAGE_HEADLINE: &str = "'StartSel=' || chr(2) || ', StopSel=' || chr(
 const PG_CUSTOMER_HEADLINE: &str =
     "'HighlightAll=true, StartSel=' || chr(2) || ', StopSel=' || chr(3)";
 
-fn pg_sql(q: &str, customers: bool, cap: i64) -> String {
-    let messages = format!(
-        "SELECT 'message'::text AS type, t.id AS entry_id, k.id AS customer_id, \
-                ts_rank(t.search_tsv, {q}, 1)::float8 AS score, t.occurred_at AS occurred_at, \
-                NULL::text AS doc \
-         FROM (SELECT id FROM timeline_entries WHERE search_tsv @@ {q} ORDER BY id DESC LIMIT {cap}) s \
-         JOIN timeline_entries t ON t.id = s.id \
-         JOIN customers c ON c.id = t.customer_id JOIN customers k ON k.id = c.canonical_id \
-         LEFT JOIN conversations v ON v.id = t.conversation_id \
-         WHERE ($1::text IS NULL OR v.status = $1) \
-           AND ($2::text IS NULL OR t.connector_id = $2) AND ($3::text IS NULL OR k.id = $3)"
-    );
-    let customers = if customers {
+/// [`sqlite_common_sql`] for PostgreSQL: one phrase bound per `$i`.
+fn pg_common_sql(phrases: usize) -> String {
+    let probes: Vec<String> = (1..=phrases)
+        .map(|i| {
+            format!(
+                "(SELECT count(*) FROM (SELECT 1 FROM timeline_entries \
+                  WHERE search_tsv @@ phraseto_tsquery('simple', ${i}) LIMIT {}) x) > {RANKED_MAX}",
+                RANKED_MAX + 1
+            )
+        })
+        .collect();
+    format!("SELECT {}", probes.join(" OR "))
+}
+
+fn pg_sql(q: &str, plan: Plan) -> String {
+    let source = if plan.ranked {
+        format!(
+            "(SELECT id, ts_rank(search_tsv, {q}, 1)::float8 AS score \
+              FROM timeline_entries WHERE search_tsv @@ {q} LIMIT {}) s",
+            RANKED_MAX * MAX_PHRASES as i64
+        )
+    } else {
+        format!(
+            "(SELECT id, 0.0::float8 AS score FROM timeline_entries \
+              WHERE search_tsv @@ {q} ORDER BY id DESC LIMIT {}) s",
+            plan.newest
+        )
+    };
+    let messages = if plan.filtered {
+        format!(
+            "SELECT 'message'::text AS type, t.id AS entry_id, k.id AS customer_id, s.score AS score, \
+                    NULL::text AS doc \
+             FROM {source} \
+             JOIN timeline_entries t ON t.id = s.id \
+             JOIN customers c ON c.id = t.customer_id JOIN customers k ON k.id = c.canonical_id \
+             LEFT JOIN conversations v ON v.id = t.conversation_id \
+             WHERE ($1::text IS NULL OR v.status = $1) \
+               AND ($2::text IS NULL OR t.connector_id = $2) AND ($3::text IS NULL OR k.id = $3)"
+        )
+    } else {
+        format!(
+            "SELECT 'message'::text AS type, s.id AS entry_id, NULL::text AS customer_id, \
+                    s.score AS score, NULL::text AS doc \
+             FROM {source} WHERE $1::text IS NULL AND $2::text IS NULL AND $3::text IS NULL"
+        )
+    };
+    let customers = if plan.customers {
+        let ccap = plan.customer_cap;
         format!(
             " UNION ALL \
-             SELECT 'customer', NULL, cust_id, score, NULL, doc FROM ( \
+             SELECT 'customer', NULL, cust_id, score, doc FROM ( \
                SELECT k.id AS cust_id, h.score AS score, h.doc AS doc, \
                       ROW_NUMBER() OVER (PARTITION BY k.id ORDER BY h.score DESC, h.doc) AS n \
                FROM ( \
-                 SELECT nm.id AS rec, nm.display_name AS doc, \
-                        ts_rank(to_tsvector('simple', coalesce(nm.display_name, '')), {q}, 1)::float8 AS score \
-                 FROM customers nm WHERE to_tsvector('simple', coalesce(nm.display_name, '')) @@ {q} \
+                 SELECT rec, doc, ts_rank(to_tsvector('simple', doc), {q}, 1)::float8 AS score FROM ( \
+                   SELECT nm.id AS rec, coalesce(nm.display_name, '') AS doc FROM customers nm \
+                   WHERE to_tsvector('simple', coalesce(nm.display_name, '')) @@ {q} \
+                   ORDER BY nm.created_at DESC, nm.id DESC LIMIT {ccap}) n \
                  UNION ALL \
-                 SELECT i.customer_id, i.value, ts_rank({PG_IDENTITY_TSV}, {q}, 1)::float8 \
-                 FROM identities i WHERE {PG_IDENTITY_TSV} @@ {q} \
+                 SELECT rec, doc, ts_rank(to_tsvector('simple', doc) || \
+                        to_tsvector('simple', translate(doc, '@', ' ')), {q}, 1)::float8 FROM ( \
+                   SELECT i.customer_id AS rec, i.value AS doc FROM identities i \
+                   WHERE {PG_IDENTITY_TSV} @@ {q} ORDER BY i.id DESC LIMIT {ccap}) d \
                ) h JOIN customers c ON c.id = h.rec JOIN customers k ON k.id = c.canonical_id \
                WHERE ($3::text IS NULL OR k.id = $3) \
              ) x WHERE n = 1"
@@ -322,22 +487,30 @@ fn pg_sql(q: &str, customers: bool, cap: i64) -> String {
     };
     format!(
         "WITH hits AS ({messages}{customers}), \
-         page AS (SELECT * FROM hits ORDER BY score DESC, type, occurred_at DESC, entry_id DESC, customer_id \
-                  LIMIT $4 OFFSET $5) \
-         SELECT p.type, p.entry_id, p.customer_id, p.score, t.conversation_id, t.connector_id, t.kind, \
-                t.occurred_at, k.display_name, \
+         page AS (SELECT * FROM hits ORDER BY {ORDER} LIMIT $4 OFFSET $5) \
+         SELECT p.type, p.entry_id, coalesce(p.customer_id, mc.canonical_id), p.score, \
+                t.conversation_id, t.connector_id, t.kind, t.occurred_at, k.display_name, \
            CASE WHEN p.type = 'message' \
                 THEN ts_headline('simple', coalesce((t.body::jsonb) ->> 'text', ''), {q}, {PG_MESSAGE_HEADLINE}) \
                 ELSE ts_headline('simple', p.doc, {q}, {PG_CUSTOMER_HEADLINE}) END \
          FROM page p LEFT JOIN timeline_entries t ON t.id = p.entry_id \
+         LEFT JOIN customers mc ON mc.id = t.customer_id \
          LEFT JOIN customers k ON k.id = p.customer_id \
-         ORDER BY p.score DESC, p.type, p.occurred_at DESC, p.entry_id DESC, p.customer_id"
+         ORDER BY {ORDER_P}"
     )
 }
 
+impl SearchTerms {
+    /// Every phrase of the query, excluded ones too (FTS5 counts those for bm25 as well).
+    fn phrases(&self) -> impl Iterator<Item = &String> {
+        self.all.iter().flatten().chain(&self.none)
+    }
+}
+
 impl Store {
-    /// One page of results, best first (ties: customers, then newer entries). Pages are by
-    /// offset: relevance has no stable keyset.
+    /// One page of results: ranked best first when no word of the query is common (see
+    /// [`RANKED_MAX`]), newest first otherwise (every entry's rank is then 0); ties:
+    /// customers, then newer entries. Pages are by offset: relevance has no stable keyset.
     pub async fn search(
         &self,
         terms: &SearchTerms,
@@ -346,40 +519,60 @@ impl Store {
         if terms.is_empty() {
             return Ok(Vec::new());
         }
-        let cap = if f.status.is_some() || f.connector_id.is_some() || f.customer_id.is_some() {
-            CANDIDATES_FILTERED
-        } else {
-            CANDIDATES
-        };
         with_pool!(self, read, |pool, pg| {
-            let (sql, phrases) = if pg {
+            let phrases: Vec<&String> = terms.phrases().collect();
+            let fts5_quoted: Vec<String> = phrases.iter().map(|p| fts5_string(p)).collect();
+            let rows = if pg {
+                // Both statements depend on the words for their plan (a common word is
+                // found fastest by walking the newest entries, a rare one through the GIN
+                // index), which a generic plan cannot know; PostgreSQL switches a prepared
+                // statement to one after five runs unless told not to. JIT compiling a
+                // statement that runs for milliseconds costs more than it saves.
+                let mut tx = pool.begin().await?;
+                sqlx::query("SET LOCAL plan_cache_mode = force_custom_plan")
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("SET LOCAL jit = off").execute(&mut *tx).await?;
+                let probe_sql = pg_common_sql(phrases.len());
+                let mut probe = sqlx::query_scalar::<_, bool>(&probe_sql);
+                for p in &phrases {
+                    probe = probe.bind(p.as_str());
+                }
+                let common = probe.fetch_one(&mut *tx).await?;
                 let (q, binds) = terms.tsquery(6);
-                (pg_sql(&q, f.includes_customers(), cap), binds)
+                let sql = pg_sql(&q, Plan::of(f, !common));
+                let mut query = sqlx::query(&sql)
+                    .bind(f.status.as_deref())
+                    .bind(f.connector_id.as_deref())
+                    .bind(f.customer_id.as_deref())
+                    .bind(f.limit)
+                    .bind(f.offset);
+                for p in &binds {
+                    query = query.bind(p.as_str());
+                }
+                let rows = query.fetch_all(&mut *tx).await?;
+                tx.commit().await?;
+                rows
             } else {
-                let customers = if f.includes_customers() {
-                    format!(" UNION ALL {SQLITE_CUSTOMERS}")
-                } else {
-                    String::new()
-                };
-                (
-                    format!(
-                        "WITH hits AS ({}{customers}){SQLITE_PAGE}",
-                        sqlite_messages(cap)
-                    ),
-                    vec![terms.fts5()],
-                )
+                let probe_sql = sqlite_common_sql(phrases.len());
+                let mut probe = sqlx::query_scalar::<_, bool>(&probe_sql);
+                for p in &fts5_quoted {
+                    probe = probe.bind(p.as_str());
+                }
+                let common = probe.fetch_one(pool).await?;
+                let sql = sqlite_sql(Plan::of(f, !common));
+                sqlx::query(&sql)
+                    .bind(f.status.as_deref())
+                    .bind(f.connector_id.as_deref())
+                    .bind(f.customer_id.as_deref())
+                    .bind(f.limit)
+                    .bind(f.offset)
+                    .bind(terms.fts5())
+                    .fetch_all(pool)
+                    .await?
             };
-            let mut query = sqlx::query(&sql)
-                .bind(f.status.as_deref())
-                .bind(f.connector_id.as_deref())
-                .bind(f.customer_id.as_deref())
-                .bind(f.limit)
-                .bind(f.offset);
-            for p in &phrases {
-                query = query.bind(p.as_str());
-            }
             let mut out = Vec::new();
-            for r in query.fetch_all(pool).await? {
+            for r in rows {
                 let kind: String = r.try_get(0)?;
                 let customer_id: String = r.try_get(2)?;
                 let rank: f64 = r.try_get(3)?;
