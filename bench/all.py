@@ -382,7 +382,8 @@ class Runner:
                     log.write(line)
                     lines.append(line.rstrip("\n"))
                     if self.verbose or line.startswith(MARK) or is_progress(line):
-                        sys.stderr.write(f"  [{name}] {line}")
+                        tag = "" if line.startswith(f"[{name}]") else f"[{name}] "
+                        sys.stderr.write(f"  {tag}{line}")
 
             reader = threading.Thread(target=pump, daemon=True)
             reader.start()
@@ -467,8 +468,11 @@ def generator_version() -> int:
     return int(m.group(1))
 
 
+# Tables whose exact row counts the size report shows (the rest are small or empty).
+COUNTED = ("raw_events", "jobs", "timeline_entries", "conversations", "customers",
+           "identities", "events")
 PG_SIZES_SQL = """
-SELECT c.relname, c.reltuples::bigint, pg_table_size(c.oid), pg_indexes_size(c.oid),
+SELECT c.relname, 0, pg_table_size(c.oid), pg_indexes_size(c.oid),
        pg_total_relation_size(c.oid)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p')
@@ -485,9 +489,12 @@ ORDER BY 2 DESC LIMIT 20
 
 def pg_sizes(url: str, db: str) -> dict:
     try:
-        tables = [{"name": r[0], "rows": max(int(r[1]), 0), "data_bytes": int(r[2]),
+        tables = [{"name": r[0], "rows": None, "data_bytes": int(r[2]),
                    "index_bytes": int(r[3]), "total_bytes": int(r[4])}
                   for r in psql_rows(url, PG_SIZES_SQL)]
+        for t in tables:
+            if t["name"] in COUNTED:
+                t["rows"] = int(psql_rows(url, f'SELECT COUNT(*) FROM "{t["name"]}"')[0][0])
         indexes = [{"name": r[0], "bytes": int(r[1])} for r in psql_rows(url, PG_INDEX_SQL)]
         total = int(psql_rows(url, "SELECT pg_database_size(current_database())")[0][0])
     except (RuntimeError, subprocess.TimeoutExpired, ValueError, IndexError) as e:
@@ -510,8 +517,7 @@ def sqlite_sizes(path: Path) -> dict:
             counts = {}
             for (name,) in con.execute(
                     "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN "
-                    "('raw_events','jobs','timeline_entries','conversations','customers',"
-                    "'identities')"):
+                    f"({','.join('?' * len(COUNTED))})", COUNTED):
                 counts[name] = con.execute(f'SELECT COUNT(*) FROM "{name}"').fetchone()[0]
         finally:
             con.close()
@@ -602,7 +608,7 @@ def main(argv: list[str]) -> int:
 
     def on_signal(signum, _frame):
         runner.stop()
-        raise SystemExit(130 if signum == signal.SIGINT else 143)
+        raise Interrupted(signum)
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
@@ -658,68 +664,76 @@ def main(argv: list[str]) -> int:
     pg_env = {"PG_URL": pg} if pg else {}
     n_backends = 2 if pg else 1
     conns = 64
-    if "ingest" in args.sections:
-        env = {"CONNS": conns, "DURATION": "5s" if quick else "10s", "SKIP_BUILD": 1,
-               **pg_env}
-        section("ingest", ["bash", str(ROOT / "bench" / "ingest.sh")], env, 900,
-                lambda o, _t: ingest_rows(o, conns), 1 + 3 * n_backends)
-    if "pipeline" in args.sections:
-        env = {"EVENTS": 10000 if quick else 50000, "LAG_SECS": 5 if quick else 10,
-               "RATE": 1000, **pg_env}
-        section("pipeline", ["cargo", "bench", "--bench", "pipeline"], env, 1200,
-                lambda o, _t: pipeline_rows(o), 3 * n_backends)
-    if "replies" in args.sections:
-        env = {"REPLIES": 300 if quick else 1000, "RATE": 100, **pg_env}
-        section("replies", ["cargo", "bench", "--bench", "replies"], env, 900,
-                lambda o, _t: replies_rows(o), n_backends)
-    if "api" in args.sections:
-        gen = generator_version()
-        scale = 0.1 if quick else 1.0
-        tag = f"g{gen}_s{round(scale * 1000)}"
-        seed_db = cache / f"apibench-{tag}.db"
-        pg_db = f"sb_apibench_{tag}"
-        if args.drop_cache:
-            for p in cache.glob("apibench-*.db*"):
-                p.unlink()
+    interrupted = 0
+    try:
+        if "ingest" in args.sections:
+            env = {"CONNS": conns, "DURATION": "5s" if quick else "10s", "SKIP_BUILD": 1,
+                   **pg_env}
+            section("ingest", ["bash", str(ROOT / "bench" / "ingest.sh")], env, 900,
+                    lambda o, _t: ingest_rows(o, conns), 1 + 3 * n_backends)
+        if "pipeline" in args.sections:
+            env = {"EVENTS": 10000 if quick else 50000, "LAG_SECS": 5 if quick else 10,
+                   "RATE": 1000, **pg_env}
+            section("pipeline", ["cargo", "bench", "--bench", "pipeline"], env, 1200,
+                    lambda o, _t: pipeline_rows(o), 3 * n_backends)
+        if "replies" in args.sections:
+            env = {"REPLIES": 300 if quick else 1000, "RATE": 100, **pg_env}
+            section("replies", ["cargo", "bench", "--bench", "replies"], env, 900,
+                    lambda o, _t: replies_rows(o), n_backends)
+        if "api" in args.sections:
+            gen = generator_version()
+            scale = 0.1 if quick else 1.0
+            tag = f"g{gen}_s{round(scale * 1000)}"
+            seed_db = cache / f"apibench-{tag}.db"
+            pg_db = f"sb_apibench_{tag}"
+            if args.drop_cache:
+                for p in cache.glob("apibench-*.db*"):
+                    p.unlink()
+                if pg:
+                    for (db,) in psql_rows(pg, "SELECT datname FROM pg_database "
+                                               "WHERE datname LIKE 'sb\\_apibench\\_g%'"):
+                        say(f"dropping cached database {db}")
+                        psql_rows(pg, f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+            env = {"SCALE": scale, "SEED_DB": seed_db, "DURATION": 4 if quick else 10,
+                   "WARMUP": 1 if quick else 2, "CLIENTS": 32}
             if pg:
-                for (db,) in psql_rows(pg, "SELECT datname FROM pg_database "
-                                           "WHERE datname LIKE 'sb\\_apibench\\_g%'"):
-                    say(f"dropping cached database {db}")
-                    psql_rows(pg, f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-        env = {"SCALE": scale, "SEED_DB": seed_db, "DURATION": 4 if quick else 10,
-               "WARMUP": 1 if quick else 2, "CLIENTS": 32}
-        if pg:
-            env.update({"PG_URL": pg, "PG_DB": pg_db})
-        say(f"api data set cache: {seed_db}" + (f" and database {pg_db}" if pg else "")
-            + " (seeded once per generator version and scale)")
-        section("api", ["cargo", "bench", "--bench", "api"], env, 2400 if not quick else 900,
-                lambda o, _t: api_rows(o), 3 * n_backends)
-        out.sizes["sqlite"] = sqlite_sizes(seed_db)
-        if pg:
-            out.sizes["postgres"] = pg_sizes(pg_db_url(pg, pg_db), pg_db)
-    if "multinode" in args.sections:
-        script = ROOT / "bench" / "multinode.sh"
-        if not pg:
-            out.rows.append(Row("multinode", "3 nodes on one PostgreSQL vs 1 node, ingest",
-                                "postgres", None, "×", MULTINODE.text, "SKIPPED",
-                                note=f"needs PostgreSQL: {pg_why}"))
-        elif script.exists():
-            env = {"PG_URL": pg, "QUICK": int(quick), "DURATION": "5s" if quick else "10s",
-                   "SKIP_BUILD": 1}
-            section("multinode", ["bash", str(script)], env, 1200, multinode_rows, 1)
-        else:
-            out.rows.append(multinode_placeholder())
-    if "email" in args.sections:
-        env = {"BENCH_MESSAGES": 30 if quick else 100}
-        if pg:
-            env.update({"BENCH_PG": 1, "SWITCHBOARD_TEST_PG_URL": pg})
-        if shutil.which("dovecot") is None:
-            out.rows.append(Row("email", "mail appended → timeline p99 (IDLE)", "-", None,
-                                "ms", EMAIL_P99.text, "SKIPPED",
-                                note="dovecot is not installed (apt-get install dovecot-imapd)"))
-        else:
-            section("email", ["cargo", "bench", "--bench", "email_latency"], env, 900,
-                    lambda o, _t: email_rows(o), n_backends)
+                env.update({"PG_URL": pg, "PG_DB": pg_db})
+            say(f"api data set cache: {seed_db}" + (f" and database {pg_db}" if pg else "")
+                + " (seeded once per generator version and scale)")
+            section("api", ["cargo", "bench", "--bench", "api"], env, 2400 if not quick else 900,
+                    lambda o, _t: api_rows(o), 3 * n_backends)
+            out.sizes["sqlite"] = sqlite_sizes(seed_db)
+            if pg:
+                out.sizes["postgres"] = pg_sizes(pg_db_url(pg, pg_db), pg_db)
+        if "multinode" in args.sections:
+            script = ROOT / "bench" / "multinode.sh"
+            if not pg:
+                out.rows.append(Row("multinode", "3 nodes on one PostgreSQL vs 1 node, ingest",
+                                    "postgres", None, "×", MULTINODE.text, "SKIPPED",
+                                    note=f"needs PostgreSQL: {pg_why}"))
+            elif script.exists():
+                env = {"PG_URL": pg, "QUICK": int(quick), "DURATION": "5s" if quick else "10s",
+                       "SKIP_BUILD": 1}
+                section("multinode", ["bash", str(script)], env, 1200, multinode_rows, 1)
+            else:
+                out.rows.append(multinode_placeholder())
+        if "email" in args.sections:
+            env = {"BENCH_MESSAGES": 30 if quick else 100}
+            if pg:
+                env.update({"BENCH_PG": 1, "SWITCHBOARD_TEST_PG_URL": pg})
+            if shutil.which("dovecot") is None:
+                out.rows.append(Row("email", "mail appended → timeline p99 (IDLE)", "-", None,
+                                    "ms", EMAIL_P99.text, "SKIPPED",
+                                    note="dovecot is not installed (apt-get install dovecot-imapd)"))
+            else:
+                section("email", ["cargo", "bench", "--bench", "email_latency"], env, 900,
+                        lambda o, _t: email_rows(o), n_backends)
+    except Interrupted as e:
+        # Ctrl-C or a TERM: report what finished; the section that was running is lost.
+        interrupted = e.signum
+        out.failed.append("run interrupted")
+        out.rows.append(Row("-", "run interrupted here; later sections did not run", "-",
+                            None, "", verdict="FAILED"))
 
     finished = dt.datetime.now(dt.timezone.utc)
     load1 = os.getloadavg()
@@ -750,7 +764,15 @@ def main(argv: list[str]) -> int:
         if out.sizes:
             md += "\n```\n" + render_sizes(out.sizes) + "\n```\n"
         Path(args.markdown).write_text(md, encoding="utf-8")
+    if interrupted:
+        return 130 if interrupted == signal.SIGINT else 143
     return 1 if out.failed else 0
+
+
+class Interrupted(Exception):
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
 
 
 def git_head() -> str:
@@ -766,4 +788,7 @@ def git_head() -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except Interrupted as stop:
+        sys.exit(130 if stop.signum == signal.SIGINT else 143)
