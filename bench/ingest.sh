@@ -340,4 +340,16 @@ for t in "${TARGETS[@]}"; do
         "${R_P99[$t]:--}" "${R_NON2XX[$t]:--}" "${R_SOCK[$t]:--}" "${R_RUN[$t]:--}" \
         "${R_RSS[$t]:--}" "$ratio" "${R_NOTE[$t]:-}"
 done
+# One machine-readable line per target for bench/all.sh: `@bench {json}`; a figure that
+# was not measured is null.
+json_num() { [[ ${1:-} =~ ^[0-9]+(\.[0-9]+)?$ ]] && printf '%s' "$1" || printf 'null'; }
+json_str() { local s=${1//\\/\\\\}; s=${s//\"/\\\"}; printf '"%s"' "$s"; }
+for t in "${TARGETS[@]}"; do
+    printf '@bench {"bench":"ingest","target":%s,"conns":%s,"threads":%s,"rps":%s,"p50_ms":%s,"p99_ms":%s,"non2xx":%s,"sock_errors":%s,"run_s":%s,"rss_mb":%s,"note":%s}\n' \
+        "$(json_str "$t")" "$CONNS" "$THREADS" "$(json_num "${R_RPS[$t]:-}")" \
+        "$(json_num "${R_P50[$t]:-}")" "$(json_num "${R_P99[$t]:-}")" \
+        "$(json_num "${R_NON2XX[$t]:-}")" "$(json_num "${R_SOCK[$t]:-}")" \
+        "$(json_num "${R_RUN[$t]:-}")" "$(json_num "${R_RSS[$t]:-}")" \
+        "$(json_str "${R_NOTE[$t]:-}")"
+done
 exit "$FAILED"

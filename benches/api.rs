@@ -943,6 +943,35 @@ fn report(label: &str, samples: &[Sample]) {
     }
 }
 
+/// One `@bench {json}` line per endpoint, the figures bench/all.sh reads.
+fn machine_lines(label: &str, samples: &[Sample]) {
+    for s in samples {
+        let endpoint = if s.name.contains("search") {
+            "search"
+        } else if s.name.contains("timeline") {
+            "timeline"
+        } else if s.name.contains("{id}") {
+            "conversation"
+        } else {
+            "list"
+        };
+        let line = match &s.skipped {
+            Some(why) => serde_json::json!({
+                "bench": "api", "backend": label, "endpoint": endpoint, "skipped": why,
+            }),
+            None => serde_json::json!({
+                "bench": "api", "backend": label, "endpoint": endpoint,
+                "requests": s.requests, "rps": s.requests as f64 / s.secs,
+                "p50_ms": pct(&s.lat_us, 0.50), "p99_ms": pct(&s.lat_us, 0.99),
+                "max_ms": s.lat_us.last().copied().unwrap_or(0) as f64 / 1000.0,
+                "non_200": s.non_200, "cpu_own": s.cpu_own, "cpu_rest": s.cpu_rest,
+                "cpu_us_per_req": s.cpu_us_per_req,
+            }),
+        };
+        println!("@bench {line}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -966,6 +995,7 @@ async fn run_backend(label: &str, url: &str, shape: &Shape, mode: Mode) -> anyho
     if mode != Mode::Seed {
         let samples = measure(label, url, shape).await?;
         report(label, &samples);
+        machine_lines(label, &samples);
     }
     Ok(())
 }

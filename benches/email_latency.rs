@@ -69,6 +69,16 @@ fn report(label: &str, mut lat: Vec<Duration>) {
         pct(0.99).as_secs_f64() * 1000.0,
         lat.last().map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0)
     );
+    // The machine-readable line bench/all.sh reads.
+    println!(
+        "@bench {}",
+        serde_json::json!({
+            "bench": "email", "backend": label, "messages": lat.len(),
+            "p50_ms": pct(0.50).as_secs_f64() * 1000.0,
+            "p99_ms": pct(0.99).as_secs_f64() * 1000.0,
+            "max_ms": lat.last().map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0),
+        })
+    );
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

@@ -153,6 +153,18 @@ async fn run(label: &str, url: &str) -> anyhow::Result<()> {
     drop(ingestor);
     writers.join().await;
     let lags = lag_sample(url).await?;
+    // The machine-readable line bench/all.sh reads.
+    println!(
+        "@bench {}",
+        serde_json::json!({
+            "bench": "pipeline", "backend": label, "events": n,
+            "preload_per_s": n as f64 / load.as_secs_f64(),
+            "normalise_per_s": done as f64 / el.as_secs_f64(),
+            "rate": rate, "lag_secs": secs, "lag_events": lags.len(),
+            "lag_p50_ms": pct(&lags, 0.50), "lag_p99_ms": pct(&lags, 0.99),
+            "lag_max_ms": lags.last().copied().unwrap_or(0),
+        })
+    );
     println!(
         "{label}: {sent} events at {rate}/s for {secs}s; ingest→timeline lag p50 {} ms, p99 {} ms, max {} ms",
         pct(&lags, 0.50),

@@ -198,6 +198,16 @@ customer_email = "/email"
         pct(&lat, 0.99),
         lat.last().copied().unwrap_or(0.0)
     );
+    // The machine-readable line bench/all.sh reads.
+    println!(
+        "@bench {}",
+        serde_json::json!({
+            "bench": "replies", "backend": label, "replies": n, "delivered": lat.len(),
+            "rate": rate, "clients": conc, "secs": elapsed.as_secs_f64(),
+            "p50_ms": pct(&lat, 0.5), "p99_ms": pct(&lat, 0.99),
+            "max_ms": lat.last().copied().unwrap_or(0.0),
+        })
+    );
     let _ = stop_tx.send(());
     server.await??;
     Ok(())
