@@ -79,6 +79,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0012_leases.sql"),
         postgres: include_str!("../../migrations/postgres/0012_leases.sql"),
     },
+    Migration {
+        version: 13,
+        name: "enqueue",
+        sqlite: include_str!("../../migrations/sqlite/0013_enqueue.sql"),
+        postgres: include_str!("../../migrations/postgres/0013_enqueue.sql"),
+    },
 ];
 
 impl Store {

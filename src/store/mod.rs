@@ -110,8 +110,9 @@ macro_rules! begin_write {
 }
 pub(crate) use begin_write;
 
-/// Inserts raw events and their normalise jobs inside the caller's open transaction `$tx`
-/// (so a poller can advance its cursor in the same one). Evaluates to one `InsertOutcome` per
+/// Inserts raw events (and so, by trigger, their normalise jobs) on `$tx`: the caller's open
+/// transaction (so a poller can advance its cursor in the same one), or a bare connection
+/// when the items fit in one statement, which is atomic by itself. Evaluates to one `InsertOutcome` per
 /// item, in order; a repeated (connector, event id) — stored or earlier in `$items` — is a
 /// duplicate. Uses `?`: call it in a function returning `anyhow::Result`.
 macro_rules! insert_raw_in_tx {
@@ -128,7 +129,6 @@ macro_rules! insert_raw_in_tx {
                 unique.push(i);
             }
         }
-        let now = $crate::store::now_ms();
         let mut inserted: std::collections::HashMap<usize, i64> =
             std::collections::HashMap::with_capacity(unique.len());
         for chunk in unique.chunks($crate::store::CHUNK) {
@@ -155,24 +155,8 @@ macro_rules! insert_raw_in_tx {
                 }
             }
         }
-        let ids: Vec<i64> = unique
-            .iter()
-            .filter_map(|i| inserted.get(i).copied())
-            .collect();
-        for chunk in ids.chunks($crate::store::CHUNK) {
-            let mut qb = sqlx::QueryBuilder::new(
-                "INSERT INTO jobs (kind, raw_event_id, state, attempts, run_at, created_at) ",
-            );
-            qb.push_values(chunk, |mut b, id| {
-                b.push_bind("normalize")
-                    .push_bind(*id)
-                    .push_bind("queued")
-                    .push_bind(0_i64)
-                    .push_bind(now)
-                    .push_bind(now);
-            });
-            qb.build().execute(&mut *$tx).await?;
-        }
+        // The normalise jobs come from the `raw_events_enqueue` trigger (migration 0013), in
+        // the same statement.
         (0..items.len())
             .map(|i| match inserted.get(&i) {
                 Some(id) => $crate::store::InsertOutcome::Accepted(*id),
@@ -264,15 +248,20 @@ impl Store {
                 })
                 .busy_timeout(Duration::from_secs(10))
                 .foreign_keys(true)
-                .pragma("cache_size", "-32768");
+                .pragma("cache_size", "-32768")
+                .pragma("mmap_size", "1073741824");
+            // A local file cannot go stale under the pool: no ping (a round trip to the
+            // connection's worker thread) before every acquire.
             let write = SqlitePoolOptions::new()
                 .max_connections(1)
+                .test_before_acquire(false)
                 .acquire_timeout(Duration::from_secs(10))
                 .connect_with(opts.clone())
                 .await
                 .with_context(|| format!("opening {url}"))?;
             let read = SqlitePoolOptions::new()
                 .max_connections(db.max_connections.max(2))
+                .test_before_acquire(false)
                 .acquire_timeout(Duration::from_secs(10))
                 .connect_with(opts.read_only(false))
                 .await?;
@@ -335,9 +324,16 @@ impl Store {
     ) -> anyhow::Result<Vec<InsertOutcome>> {
         let outcomes;
         with_pool!(self, write, |pool, pg| {
-            let mut tx = begin_write!(pool, pg)?;
-            outcomes = insert_raw_in_tx!(tx, items);
-            tx.commit().await?;
+            if items.len() <= CHUNK {
+                // One INSERT (the trigger adds the jobs): its own implicit transaction, one
+                // round trip instead of BEGIN, INSERT, COMMIT.
+                let mut conn = pool.acquire().await?;
+                outcomes = insert_raw_in_tx!(conn, items);
+            } else {
+                let mut tx = begin_write!(pool, pg)?;
+                outcomes = insert_raw_in_tx!(tx, items);
+                tx.commit().await?;
+            }
         });
         Ok(outcomes)
     }
