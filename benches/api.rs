@@ -1000,6 +1000,10 @@ async fn run_backend(label: &str, url: &str, shape: &Shape, mode: Mode) -> anyho
     Ok(())
 }
 
+/// The shipped binary's allocator (src/main.rs), so in-process figures match `switchboard serve`.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     // `cargo bench` passes `--bench`; a bare word picks the mode.
     let arg = std::env::args()

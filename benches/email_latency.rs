@@ -81,6 +81,10 @@ fn report(label: &str, mut lat: Vec<Duration>) {
     );
 }
 
+/// The shipped binary's allocator (src/main.rs), so in-process figures match `switchboard serve`.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let n: usize = std::env::var("BENCH_MESSAGES")

@@ -855,6 +855,10 @@ async fn each_backend(mode: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The shipped binary's allocator (src/main.rs), so in-process figures match `switchboard serve`.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let mode = std::env::args()
         .skip(1)

@@ -213,6 +213,10 @@ customer_email = "/email"
     Ok(())
 }
 
+/// The shipped binary's allocator (src/main.rs), so in-process figures match `switchboard serve`.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
