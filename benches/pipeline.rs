@@ -84,14 +84,28 @@ async fn run(label: &str, url: &str) -> anyhow::Result<()> {
     store.migrate().await?;
     let metrics = Arc::new(Metrics::new(registry.iter().map(|c| c.id.as_str())));
     let wake = Arc::new(tokio::sync::Notify::new());
-    let pipeline = Arc::new(Pipeline::new(
+    // The real group-commit ingestor (used by the lag run), and on SQLite the pipeline gives
+    // it the writer first, as `switchboard serve` does.
+    let (ingestor, writers) = Ingestor::start(
+        store.clone(),
+        1,
+        16_384,
+        512,
+        Duration::from_secs(5),
+        wake.clone(),
+    );
+    let mut pipeline = Pipeline::new(
         store.clone(),
         registry,
         claims,
         s.pipeline.clone(),
         metrics,
         wake.clone(),
-    ));
+    );
+    if store.backend() == switchboard::store::Backend::Sqlite {
+        pipeline = pipeline.yield_to_ingest(ingestor.pressure());
+    }
+    let pipeline = Arc::new(pipeline);
 
     // 1. Throughput: preload, then drain.
     let n = env_num("EVENTS", 50_000);
@@ -118,14 +132,6 @@ async fn run(label: &str, url: &str) -> anyhow::Result<()> {
     // 2. Lag at a steady rate through the real group-commit ingestor and a running worker.
     let rate = env_num("RATE", 1000);
     let secs = env_num("LAG_SECS", 10);
-    let (ingestor, writers) = Ingestor::start(
-        store.clone(),
-        1,
-        16_384,
-        512,
-        Duration::from_secs(5),
-        wake.clone(),
-    );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let worker = tokio::spawn(pipeline.clone().run(stop_rx));
     let tick = Duration::from_millis(10);
@@ -187,6 +193,10 @@ async fn lag_sample(url: &str) -> anyhow::Result<Vec<i64>> {
     v.sort_unstable();
     Ok(v)
 }
+
+/// The shipped binary's allocator (src/main.rs), so in-process figures match `switchboard serve`.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()

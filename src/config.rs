@@ -117,6 +117,13 @@ pub struct PipelineSettings {
     pub lease_secs: u64,
     /// Poll interval when no wake-up arrives (jobs from other nodes or retries).
     pub idle_poll_ms: u64,
+    /// SQLite, while webhooks wait for a commit: jobs per batch (ingest and the pipeline share
+    /// one writer, and acknowledging providers comes first) …
+    pub yield_batch: usize,
+    /// … and the pause after each such batch that leaves the writer and the CPU to ingest.
+    /// The pipeline's share under a flood is about `yield_batch` per pause; the backlog is
+    /// normalised at full speed once the flood ends.
+    pub yield_pause_ms: u64,
 }
 
 impl Default for PipelineSettings {
@@ -129,6 +136,8 @@ impl Default for PipelineSettings {
             max_backoff_ms: 300_000,
             lease_secs: 60,
             idle_poll_ms: 250,
+            yield_batch: 50,
+            yield_pause_ms: 25,
         }
     }
 }
@@ -545,6 +554,18 @@ impl Settings {
                 "must be between 1 and 5000",
             ));
         }
+        if self.pipeline.yield_batch == 0 || self.pipeline.yield_batch > 5_000 {
+            return Err(ConfigError::new(
+                "pipeline.yield_batch",
+                "must be between 1 and 5000",
+            ));
+        }
+        if self.pipeline.yield_pause_ms > 10_000 {
+            return Err(ConfigError::new(
+                "pipeline.yield_pause_ms",
+                "must be at most 10000",
+            ));
+        }
         if self.pipeline.max_attempts < 1 {
             return Err(ConfigError::new(
                 "pipeline.max_attempts",
@@ -651,6 +672,12 @@ mod tests {
         assert!(!s.identity.suggestions.enabled);
         let e = from_str("", &env(&[("SWITCHBOARD_PIPELINE__BATCH_SIZE", "lots")])).unwrap_err();
         assert_eq!(e.key, "pipeline.batch_size");
+        let e = from_str("[pipeline]\nyield_batch = 0", &[]).unwrap_err();
+        assert_eq!(e.key, "pipeline.yield_batch");
+        let e = from_str("[pipeline]\nyield_pause_ms = 60000", &[]).unwrap_err();
+        assert_eq!(e.key, "pipeline.yield_pause_ms");
+        let s = from_str("", &env(&[("SWITCHBOARD_PIPELINE__YIELD_PAUSE_MS", "40")])).unwrap();
+        assert_eq!(s.pipeline.yield_pause_ms, 40);
         let e = from_str("[poller]\nlease_seconds = 0", &[]).unwrap_err();
         assert_eq!(e.key, "poller.lease_seconds");
         let e = from_str("[server]\nroles = ['api', 'chef']", &[]).unwrap_err();

@@ -3,7 +3,7 @@
 //! in one transaction. Concurrent requests share one commit (one fsync), so throughput does
 //! not collapse to one fsync per request, and no handler is answered before its commit.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,9 +31,35 @@ pub enum IngestError {
 pub struct Ingestor {
     tx: mpsc::Sender<Pending>,
     timeout: Duration,
-    /// Requests waiting for a commit right now; the SQLite pipeline yields the single writer
-    /// while this is above zero.
-    pending: Arc<AtomicUsize>,
+    pressure: IngestPressure,
+}
+
+/// How busy webhook ingest is, for the SQLite pipeline, which shares the one writer with it
+/// and gives it way: small batches while ingest is active, a pause while requests wait.
+#[derive(Clone, Debug, Default)]
+pub struct IngestPressure {
+    /// Requests waiting for a commit right now.
+    pub pending: Arc<AtomicUsize>,
+    /// When a request last started waiting (ms since the Unix epoch).
+    pub last_submit_ms: Arc<AtomicI64>,
+}
+
+/// Ingest counts as active this long after its last request.
+const ACTIVE_MS: i64 = 100;
+
+impl IngestPressure {
+    /// Some request is waiting for a commit now.
+    pub fn waiting(&self) -> bool {
+        self.pending.load(Ordering::Relaxed) > 0
+    }
+
+    /// A request waits now or started within the last 100 ms. A single reading of `pending`
+    /// is not enough: between two group commits of a flood it is often zero for a moment,
+    /// and a full-size pipeline batch taken then would hold the writer for 100 ms or more.
+    pub fn active(&self) -> bool {
+        self.waiting()
+            || crate::store::now_ms() - self.last_submit_ms.load(Ordering::Relaxed) <= ACTIVE_MS
+    }
 }
 
 /// Decrements the pending count however `submit` ends (answer, timeout, or cancellation).
@@ -81,20 +107,19 @@ impl Ingestor {
                 ))
             })
             .collect();
-        let pending = Arc::new(AtomicUsize::new(0));
         (
             Ingestor {
                 tx,
                 timeout,
-                pending,
+                pressure: IngestPressure::default(),
             },
             IngestWriters { handles },
         )
     }
 
-    /// The live count of requests waiting for a commit.
-    pub fn pressure(&self) -> Arc<AtomicUsize> {
-        self.pending.clone()
+    /// The live view of how busy ingest is.
+    pub fn pressure(&self) -> IngestPressure {
+        self.pressure.clone()
     }
 
     /// Stores the events durably (one transaction) and returns one outcome per event.
@@ -102,8 +127,11 @@ impl Ingestor {
         &self,
         events: Vec<NewRawEvent>,
     ) -> Result<Vec<InsertOutcome>, IngestError> {
-        self.pending.fetch_add(1, Ordering::Relaxed);
-        let _guard = PendingGuard(self.pending.clone());
+        self.pressure
+            .last_submit_ms
+            .store(crate::store::now_ms(), Ordering::Relaxed);
+        self.pressure.pending.fetch_add(1, Ordering::Relaxed);
+        let _guard = PendingGuard(self.pressure.pending.clone());
         let (reply, rx) = oneshot::channel();
         self.tx
             .try_send(Pending { events, reply })

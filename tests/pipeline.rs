@@ -37,7 +37,10 @@ async fn pipeline_keeps_draining_while_ingest_pressure_never_drops(db: Db) {
         .collect();
     store.insert_raw_events(&events).await.unwrap();
     // Webhooks "always waiting": the worker yields, but must still make progress.
-    let pressure = Arc::new(AtomicUsize::new(5));
+    let pressure = switchboard::ingest::IngestPressure {
+        pending: Arc::new(AtomicUsize::new(5)),
+        ..Default::default()
+    };
     let metrics = Arc::new(Metrics::new(["api"]));
     let pipeline = Arc::new(
         Pipeline::new(

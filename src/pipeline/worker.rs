@@ -20,15 +20,12 @@ pub struct Pipeline {
     cfg: PipelineSettings,
     metrics: Arc<Metrics>,
     pub wake: Arc<Notify>,
-    /// Set on SQLite, where ingest and the pipeline share one writer: while webhooks wait for
-    /// a commit, the pipeline takes small batches and pauses between them, so acknowledging
-    /// providers comes first; it still gets a guaranteed share, so it never starves.
-    ingest_pressure: Option<Arc<std::sync::atomic::AtomicUsize>>,
+    /// Set on SQLite, where ingest and the pipeline share one writer: while ingest is active
+    /// the pipeline takes small batches (`yield_batch`), and pauses (`yield_pause_ms`) after
+    /// one whenever webhooks are waiting for a commit, so acknowledging providers comes first;
+    /// it still gets a guaranteed share, so it never starves.
+    ingest_pressure: Option<crate::ingest::IngestPressure>,
 }
-
-/// Under ingest pressure: jobs per batch, and the pause that leaves the writer to ingest.
-const YIELD_BATCH: usize = 100;
-const YIELD_PAUSE: Duration = Duration::from_millis(25);
 
 impl Pipeline {
     pub fn new(
@@ -51,15 +48,17 @@ impl Pipeline {
     }
 
     /// Makes the worker yield the writer to waiting webhooks (SQLite).
-    pub fn yield_to_ingest(mut self, pressure: Arc<std::sync::atomic::AtomicUsize>) -> Pipeline {
+    pub fn yield_to_ingest(mut self, pressure: crate::ingest::IngestPressure) -> Pipeline {
         self.ingest_pressure = Some(pressure);
         self
     }
 
-    fn under_pressure(&self) -> bool {
-        self.ingest_pressure
-            .as_ref()
-            .is_some_and(|p| p.load(Relaxed) > 0)
+    fn ingest_active(&self) -> bool {
+        self.ingest_pressure.as_ref().is_some_and(|p| p.active())
+    }
+
+    fn ingest_waiting(&self) -> bool {
+        self.ingest_pressure.as_ref().is_some_and(|p| p.waiting())
     }
 
     /// Whether this node runs the worker (`pipeline.enabled`).
@@ -84,16 +83,16 @@ impl Pipeline {
                     Err(e) => tracing::warn!(error = %e, "lease sweep failed"),
                 }
             }
-            let busy = self.under_pressure();
+            let busy = self.ingest_active();
             let limit = if busy {
-                YIELD_BATCH.min(self.cfg.batch_size)
+                self.cfg.yield_batch.min(self.cfg.batch_size)
             } else {
                 self.cfg.batch_size
             };
             match self.run_batch(limit).await {
                 Ok(n) if n > 0 => {
-                    if busy {
-                        tokio::time::sleep(YIELD_PAUSE).await;
+                    if busy && self.ingest_waiting() {
+                        tokio::time::sleep(Duration::from_millis(self.cfg.yield_pause_ms)).await;
                     }
                     continue;
                 }
