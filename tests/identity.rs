@@ -222,6 +222,59 @@ on_both_backends!(
     super::the_cap_refuses_a_merge_and_an_over_shared_value_links_nothing
 );
 
+/// The pipeline loads guard counts only for customers a new identifier can reach from what
+/// is stored; one reached only through an earlier event of the same batch (here a new
+/// thread that the batch's first event put on customer A) is found by the plan and loaded
+/// before anything is written, so the cap still holds.
+async fn the_cap_holds_for_a_customer_reached_only_through_the_same_batch(db: Db) {
+    let Some(app) = spawn_app_with(db, |s| {
+        s.identity.max_per_kind.insert("email".into(), 1);
+        s.pipeline.enabled = false;
+    })
+    .await
+    else {
+        return;
+    };
+    send(
+        &app,
+        json!({"id": "m1", "thread": "t1", "text": "a", "email": "a@example.com"}),
+    )
+    .await;
+    app.drain().await;
+    // One batch: m2 (all known) opens thread n1 on A; m3 in n1 brings only a new email.
+    send(
+        &app,
+        json!({"id": "m2", "thread": "n1", "text": "b", "email": "a@example.com"}),
+    )
+    .await;
+    send(
+        &app,
+        json!({"id": "m3", "thread": "n1", "text": "c", "email": "a3@example.com"}),
+    )
+    .await;
+    app.drain().await;
+    assert_eq!(all_customers(&app).await.len(), 1);
+    let a = customer_with(&app, "email=a@example.com").await;
+    let d = app.get_json(&format!("/api/v1/customers/{}", a[0])).await;
+    let a3 = d["identities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["value"] == "a3@example.com")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (a3["links"].clone(), a3["guard"].clone()),
+        (json!(false), json!("capped")),
+        "A already holds its one email"
+    );
+    app.stop().await;
+}
+on_both_backends!(
+    cap_within_one_batch,
+    super::the_cap_holds_for_a_customer_reached_only_through_the_same_batch
+);
+
 async fn manual_merge_then_unmerge_restores_both_customers_with_an_audit_trail(db: Db) {
     let Some(app) = spawn_app_with(db, |_| {}).await else {
         return;

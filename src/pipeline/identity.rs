@@ -108,6 +108,56 @@ pub struct Known {
     pub counts: HashMap<(String, ClaimKind), usize>,
     /// identity key → how many canonical customers carry the value (linked or not).
     pub holders: HashMap<String, usize>,
+    /// The existing customers whose `counts` were loaded; `None`: all that `plan` can need.
+    /// With `Some`, `plan` notes in `count_misses` every existing customer whose counts it
+    /// needed but that is not here; the caller then loads them and plans again.
+    pub counted: Option<HashSet<String>>,
+    /// Existing customers `plan` needed counts of and did not have (see `counted`).
+    pub count_misses: HashSet<String>,
+}
+
+impl Known {
+    /// The existing customers whose guard counts `plan` may need: the known owners and the
+    /// conversation customer of each event that brings an identifier not known yet (a new
+    /// identity counts against its customer's cap) or whose identifiers point at two or more
+    /// customers (a merge sums their counts). Events whose identifiers are all known and
+    /// point at one customer need none, which is most events once a base is built. A miss
+    /// (a customer reached only through the batch's own earlier events) is caught by `plan`.
+    pub fn customers_needing_counts(&self, events: &[EventClaims]) -> HashSet<String> {
+        let mut out = HashSet::new();
+        for ev in events {
+            let mut owners: Vec<&String> = Vec::new();
+            let mut unknown = false;
+            for c in ev.claims.iter().filter(|c| c.kind.is_strong()) {
+                match self.identities.get(&identity_key(c)) {
+                    Some(o) => owners.push(o),
+                    None => unknown = true,
+                }
+            }
+            owners.sort();
+            owners.dedup();
+            if unknown || owners.len() > 1 {
+                out.extend(owners.into_iter().cloned());
+                if let Some(c) = ev
+                    .conversation_key
+                    .as_ref()
+                    .and_then(|k| self.conversations.get(k))
+                {
+                    out.insert(c.clone());
+                }
+            }
+        }
+        out
+    }
+
+    /// Notes a miss when the counts of existing customer `c` are needed but were not loaded.
+    fn need_counts(&mut self, c: &str, fresh: &HashSet<String>) {
+        if let Some(counted) = &self.counted {
+            if !counted.contains(c) && !fresh.contains(c) {
+                self.count_misses.insert(c.to_string());
+            }
+        }
+    }
 }
 
 /// Why a value was recorded without linking.
@@ -209,6 +259,8 @@ pub fn plan(
     let mut p = Plan::default();
     // row key → index in p.identities
     let mut rows: HashMap<String, usize> = HashMap::new();
+    // Customers this plan creates: no stored counts to load.
+    let mut fresh: HashSet<String> = HashSet::new();
     for ev in events {
         let sighting = Sighting {
             connector_id: ev.connector_id.clone(),
@@ -268,6 +320,7 @@ pub fn plan(
                 Some(c) => c.clone(),
                 None => {
                     let id = new_id();
+                    fresh.insert(id.clone());
                     p.new_customers.push(NewCustomer {
                         id: id.clone(),
                         display_name: name.clone(),
@@ -276,7 +329,7 @@ pub fn plan(
                 }
             },
             1 => matched.iter().next().cloned().unwrap_or_default(),
-            _ => match over_cap(known, guards, &matched) {
+            _ => match over_cap_noting_misses(known, guards, &matched, &fresh) {
                 Some(kind) => {
                     p.refused.push(RefusedMerge {
                         customers: matched.iter().cloned().collect(),
@@ -309,6 +362,7 @@ pub fn plan(
                 (None, Some(owner)) if *owner != customer => guard = Some(Guard::Shared),
                 (None, Some(_)) => {}
                 (None, None) => {
+                    known.need_counts(&customer, &fresh);
                     let n = known
                         .counts
                         .entry((customer.clone(), claim.kind))
@@ -369,6 +423,19 @@ pub fn plan(
         p.customers.push(customer);
     }
     p
+}
+
+/// [`over_cap`], after noting the customers whose counts were not loaded (see `Known::counted`).
+fn over_cap_noting_misses(
+    known: &mut Known,
+    guards: &Guards,
+    customers: &BTreeSet<String>,
+    fresh: &HashSet<String>,
+) -> Option<ClaimKind> {
+    for c in customers {
+        known.need_counts(c, fresh);
+    }
+    over_cap(known, guards, customers)
 }
 
 /// The first kind whose linking identities, summed over the customers, exceed its cap.
@@ -694,6 +761,79 @@ mod tests {
         assert_eq!(shared.guard, Some(Guard::Shared));
         assert_eq!(shared.customer_id, "c-b");
         assert_eq!(known.holders.get(&a), Some(&2));
+    }
+
+    #[test]
+    fn counts_are_needed_only_for_customers_a_new_identifier_or_a_merge_can_reach() {
+        let mut known = Known::default();
+        let a = identity_key(&IdentityClaim::email("a@x.io"));
+        let b = identity_key(&IdentityClaim::email("b@x.io"));
+        known.identities.insert(a, "c-a".into());
+        known.identities.insert(b, "c-b".into());
+        known.conversations.insert("conv-c".into(), "c-c".into());
+        known.conversations.insert("conv-d".into(), "c-d".into());
+        let events = [
+            // all known, one owner: no counts needed
+            ev(1, vec![IdentityClaim::email("a@x.io")], Some("conv-d")),
+            // a new phone on a known customer
+            ev(
+                2,
+                vec![
+                    IdentityClaim::email("b@x.io"),
+                    IdentityClaim::phone("+14155550000"),
+                ],
+                None,
+            ),
+            // unknown email in a known conversation
+            ev(3, vec![IdentityClaim::email("new@x.io")], Some("conv-c")),
+            // weak claims only: nothing to count
+            ev(4, vec![IdentityClaim::name("Ada")], Some("conv-d")),
+        ];
+        let need = known.customers_needing_counts(&events);
+        let mut need: Vec<&str> = need.iter().map(String::as_str).collect();
+        need.sort();
+        assert_eq!(need, vec!["c-b", "c-c"]);
+    }
+
+    #[test]
+    fn a_customer_reached_only_through_the_batch_itself_is_reported_as_a_count_miss() {
+        let mut known = Known::default();
+        let a = identity_key(&IdentityClaim::email("a@x.io"));
+        known.identities.insert(a, "c-a".into());
+        known.counted = Some(HashSet::new());
+        // Event 1 (all known) puts conversation t on c-a; event 2 has only a new phone in
+        // conversation t, so it lands on c-a and needs c-a's phone count.
+        let events = [
+            ev(1, vec![IdentityClaim::email("a@x.io")], Some("t")),
+            ev(2, vec![IdentityClaim::phone("+14155550000")], Some("t")),
+        ];
+        assert!(known.customers_needing_counts(&events).is_empty());
+        let p = plan(&events, &mut known, &Guards::default(), ids());
+        assert_eq!(p.customers, vec!["c-a", "c-a"]);
+        assert_eq!(
+            known.count_misses.iter().collect::<Vec<_>>(),
+            vec!["c-a"],
+            "the caller must load c-a's counts and plan again"
+        );
+        // A customer the plan creates itself never misses.
+        let mut fresh = Known {
+            counted: Some(HashSet::new()),
+            ..Known::default()
+        };
+        plan(
+            &[ev(
+                1,
+                vec![
+                    IdentityClaim::email("z@x.io"),
+                    IdentityClaim::phone("+14155550001"),
+                ],
+                None,
+            )],
+            &mut fresh,
+            &Guards::default(),
+            ids(),
+        );
+        assert!(fresh.count_misses.is_empty());
     }
 
     #[test]

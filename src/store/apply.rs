@@ -211,11 +211,15 @@ impl Store {
             let mut conv_ids: HashMap<String, String> = HashMap::new();
             // conversation key → (status of the conversation its messages land in, merged?)
             let mut conv_state: HashMap<String, (String, bool)> = HashMap::new();
+            // Every stored row of each value, linked or not: the linking row (its key is the
+            // value's key) names the owner; all of them count the value's holders (the
+            // max_shared guard). One lookup for both.
+            let mut holders: HashMap<String, HashSet<String>> = HashMap::new();
             for chunk in ident_keys.chunks(CHUNK) {
                 let mut qb = QueryBuilder::new(
-                    "SELECT i.ident_key, k.id, k.display_name FROM identities i \
+                    "SELECT i.ident_key, i.match_key, k.id, k.display_name FROM identities i \
                      JOIN customers c ON c.id = i.customer_id JOIN customers k ON k.id = c.canonical_id \
-                     WHERE i.ident_key IN (",
+                     WHERE i.match_key IN (",
                 );
                 let mut sep = qb.separated(", ");
                 for k in chunk {
@@ -223,14 +227,23 @@ impl Store {
                 }
                 qb.push(")");
                 for r in qb.build().fetch_all(&mut *tx).await? {
-                    let customer: String = r.try_get(1)?;
-                    let name: Option<String> = r.try_get(2)?;
+                    let key: String = r.try_get(0)?;
+                    let match_key: String = r.try_get(1)?;
+                    let customer: String = r.try_get(2)?;
+                    let name: Option<String> = r.try_get(3)?;
                     if name.is_some() {
                         known.named.insert(customer.clone());
                     }
-                    known.identities.insert(r.try_get(0)?, customer);
+                    holders
+                        .entry(match_key.clone())
+                        .or_default()
+                        .insert(customer.clone());
+                    if key == match_key {
+                        known.identities.insert(key, customer);
+                    }
                 }
             }
+            known.holders = holders.into_iter().map(|(k, v)| (k, v.len())).collect();
             for chunk in conv_keys.chunks(CHUNK) {
                 let mut qb = QueryBuilder::new(
                     "SELECT v.conv_key, COALESCE(m.id, v.id), k.id, k.display_name, COALESCE(m.status, v.status), v.merged_into FROM conversations v \
@@ -314,56 +327,60 @@ impl Store {
             }
 
             // For the guards: how many linking identities of each kind the customers in
-            // play hold, and how many customers carry each value.
-            let in_play: Vec<String> = known
-                .identities
-                .values()
-                .chain(known.conversations.values())
-                .cloned()
-                .collect::<HashSet<_>>()
-                .into_iter()
-                .collect();
-            for chunk in in_play.chunks(CHUNK) {
-                let mut qb = QueryBuilder::new(
-                    "SELECT c.canonical_id, i.kind, COUNT(*) FROM identities i JOIN customers c ON c.id = i.customer_id \
-                     WHERE i.links = 1 AND c.canonical_id IN (",
-                );
-                let mut sep = qb.separated(", ");
-                for k in chunk {
-                    sep.push_bind(k.as_str());
-                }
-                qb.push(") GROUP BY c.canonical_id, i.kind");
-                for r in qb.build().fetch_all(&mut *tx).await? {
-                    let kind: String = r.try_get(1)?;
-                    if let Some(kind) = switchboard_core::ClaimKind::parse(&kind) {
-                        let n: i64 = r.try_get(2)?;
-                        known
-                            .counts
-                            .insert((r.try_get(0)?, kind), usize::try_from(n).unwrap_or(0));
+            // play hold. Loaded only for the customers a new identifier or a merge can reach;
+            // if the plan needed another one, load the rest and plan again.
+            macro_rules! load_counts {
+                ($known:ident, $customers:expr) => {{
+                    let customers: Vec<String> = $customers;
+                    for chunk in customers.chunks(CHUNK) {
+                        let mut qb = QueryBuilder::new(
+                            "SELECT c.canonical_id, i.kind, COUNT(*) FROM identities i JOIN customers c ON c.id = i.customer_id \
+                             WHERE i.links = 1 AND c.canonical_id IN (",
+                        );
+                        let mut sep = qb.separated(", ");
+                        for k in chunk {
+                            sep.push_bind(k.as_str());
+                        }
+                        qb.push(") GROUP BY c.canonical_id, i.kind");
+                        for r in qb.build().fetch_all(&mut *tx).await? {
+                            let kind: String = r.try_get(1)?;
+                            if let Some(kind) = switchboard_core::ClaimKind::parse(&kind) {
+                                let n: i64 = r.try_get(2)?;
+                                $known
+                                    .counts
+                                    .insert((r.try_get(0)?, kind), usize::try_from(n).unwrap_or(0));
+                            }
+                        }
                     }
-                }
+                    if let Some(counted) = $known.counted.as_mut() {
+                        counted.extend(customers);
+                    }
+                }};
             }
-            for chunk in ident_keys.chunks(CHUNK) {
-                let mut qb = QueryBuilder::new(
-                    "SELECT i.match_key, COUNT(DISTINCT c.canonical_id) FROM identities i JOIN customers c ON c.id = i.customer_id \
-                     WHERE i.match_key IN (",
-                );
-                let mut sep = qb.separated(", ");
-                for k in chunk {
-                    sep.push_bind(k.as_str());
-                }
-                qb.push(") GROUP BY i.match_key");
-                for r in qb.build().fetch_all(&mut *tx).await? {
-                    let n: i64 = r.try_get(1)?;
-                    known
-                        .holders
-                        .insert(r.try_get(0)?, usize::try_from(n).unwrap_or(0));
-                }
-            }
-
-            let plan = identity::plan(&inputs, &mut known, guards, || {
+            let needed = known.customers_needing_counts(&inputs);
+            known.counted = Some(HashSet::new());
+            load_counts!(known, needed.into_iter().collect());
+            let before = known.clone();
+            let mut plan = identity::plan(&inputs, &mut known, guards, || {
                 uuid::Uuid::now_v7().to_string()
             });
+            if !known.count_misses.is_empty() {
+                known = before;
+                let in_play: Vec<String> = known
+                    .identities
+                    .values()
+                    .chain(known.conversations.values())
+                    .filter(|c| !known.counted.as_ref().is_some_and(|l| l.contains(*c)))
+                    .cloned()
+                    .collect::<HashSet<_>>()
+                    .into_iter()
+                    .collect();
+                load_counts!(known, in_play);
+                known.counted = None;
+                plan = identity::plan(&inputs, &mut known, guards, || {
+                    uuid::Uuid::now_v7().to_string()
+                });
+            }
             for r in &plan.refused {
                 tracing::info!(
                     customers = ?r.customers,
