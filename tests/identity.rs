@@ -409,3 +409,82 @@ on_both_backends!(
     manual_merge_and_unmerge,
     super::manual_merge_then_unmerge_restores_both_customers_with_an_audit_trail
 );
+
+/// An unmerge is the agent's word that these are two people: a later event that carries
+/// identifiers of both does not merge them again (it goes to its most trusted identifier's
+/// customer, and the other value is recorded there as shared), while each still gets its own
+/// events; a third customer merges as usual.
+async fn an_unmerged_pair_is_never_merged_again_by_a_later_event(db: Db) {
+    let Some(app) = spawn_app_with(db, |s| s.pipeline.enabled = false).await else {
+        return;
+    };
+    send(
+        &app,
+        json!({"id": "s1", "thread": "sa", "text": "a", "email": "ann@example.com"}),
+    )
+    .await;
+    send(
+        &app,
+        json!({"id": "s2", "thread": "sb", "text": "b", "phone": "020 7946 0958"}),
+    )
+    .await;
+    app.drain().await;
+    // The pipeline merges them through an event that carries both …
+    send(&app, json!({"id": "s3", "thread": "sc", "text": "c", "email": "ann@example.com", "phone": "020 7946 0958"})).await;
+    app.drain().await;
+    let a = customer_with(&app, "email=ann@example.com").await.remove(0);
+    let merges = app.get_json(&format!("/api/v1/customers/{a}/merges")).await;
+    let merge = merges["items"].as_array().unwrap()[0].clone();
+    let b = merge["merged_id"].as_str().unwrap().to_string();
+    assert_eq!(merge["actor"], "pipeline");
+    // … an agent says they are two people …
+    let r = app
+        .post_json(
+            &format!("/api/v1/customers/{a}/unmerge"),
+            json!({"merge_id": merge["id"], "reason": "two people share the phone"}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    // … and the next event with both identifiers leaves them apart.
+    send(&app, json!({"id": "s4", "thread": "sd", "text": "d", "email": "ann@example.com", "phone": "020 7946 0958"})).await;
+    send(
+        &app,
+        json!({"id": "s5", "thread": "se", "text": "e", "phone": "020 7946 0958"}),
+    )
+    .await;
+    app.drain().await;
+    assert_eq!(app.store.count("customer_merges").await.unwrap(), 1);
+    assert_eq!(
+        customer_with(&app, "email=ann@example.com").await,
+        vec![a.clone()]
+    );
+    let conv = app.get_json("/api/v1/conversations?limit=200").await;
+    let owner = |thread: &str| {
+        conv["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["thread_key"] == thread)
+            .unwrap()["customer_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(owner("sd"), a, "email outranks phone");
+    assert_eq!(owner("se"), b, "the phone alone still finds its customer");
+    // A third customer still merges through a strong identifier as usual.
+    send(
+        &app,
+        json!({"id": "s6", "thread": "sf", "text": "f", "email": "zed@example.com"}),
+    )
+    .await;
+    app.drain().await;
+    send(&app, json!({"id": "s7", "thread": "sg", "text": "g", "email": "zed@example.com", "phone": "020 7946 0958"})).await;
+    app.drain().await;
+    assert_eq!(app.store.count("customer_merges").await.unwrap(), 2);
+    app.stop().await;
+}
+on_both_backends!(
+    unmerged_pair_stays_apart,
+    super::an_unmerged_pair_is_never_merged_again_by_a_later_event
+);

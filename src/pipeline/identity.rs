@@ -11,7 +11,9 @@
 //!    picks a customer nor merges.
 //! 3. **Cap per kind**: a customer holds at most `max_per_kind[kind]` linking identities of a
 //!    kind; a merge that would exceed it is refused, a new value past it does not link.
-//! 4. **Merge**: the remaining identifiers that point at several customers merge them into
+//! 4. **Unmerged**: customers an agent separated (an unmerge; `Known::apart`) are never
+//!    merged again automatically, whatever identifiers a later event carries.
+//! 5. **Merge**: the remaining identifiers that point at several customers merge them into
 //!    the oldest.
 //!
 //! When a merge is refused the event goes to the customer of its highest-priority identifier
@@ -114,6 +116,11 @@ pub struct Known {
     pub counted: Option<HashSet<String>>,
     /// Existing customers `plan` needed counts of and did not have (see `counted`).
     pub count_misses: HashSet<String>,
+    /// Pairs of canonical customers (smaller id first) that an agent separated by an unmerge:
+    /// never merged automatically again.
+    pub apart: HashSet<(String, String)>,
+    /// Refuse every merge (the caller's last resort; see `store::apply`).
+    pub refuse_all_merges: bool,
 }
 
 impl Known {
@@ -221,7 +228,11 @@ pub struct Merge {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RefusedMerge {
     pub customers: Vec<String>,
+    /// The kind over its cap; for a refusal because an agent separated two of the customers
+    /// (`apart`), the kind of the event's most trusted identifier.
     pub kind: ClaimKind,
+    /// Refused because two of the customers were separated by an unmerge.
+    pub apart: bool,
     pub raw_event_id: i64,
 }
 
@@ -329,11 +340,18 @@ pub fn plan(
                 }
             },
             1 => matched.iter().next().cloned().unwrap_or_default(),
-            _ => match over_cap_noting_misses(known, guards, &matched, &fresh) {
-                Some(kind) => {
+            _ => match separated(known, &matched)
+                .then(|| strong.first().map(|(c, _, _)| c.kind))
+                .flatten()
+                .map(|k| (k, true))
+                .or_else(|| {
+                    over_cap_noting_misses(known, guards, &matched, &fresh).map(|k| (k, false))
+                }) {
+                Some((kind, apart)) => {
                     p.refused.push(RefusedMerge {
                         customers: matched.iter().cloned().collect(),
                         kind,
+                        apart,
                         raw_event_id: ev.raw_event_id,
                     });
                     owners.first().map(|(_, o)| o.clone()).unwrap_or_default()
@@ -423,6 +441,19 @@ pub fn plan(
         p.customers.push(customer);
     }
     p
+}
+
+/// Whether two of `customers` were separated by an unmerge (or every merge is refused).
+fn separated(known: &Known, customers: &BTreeSet<String>) -> bool {
+    known.refuse_all_merges
+        || customers.iter().any(|a| {
+            customers
+                .range::<String, _>((
+                    std::ops::Bound::Excluded(a.clone()),
+                    std::ops::Bound::Unbounded,
+                ))
+                .any(|b| known.apart.contains(&(a.clone(), b.clone())))
+        })
 }
 
 /// [`over_cap`], after noting the customers whose counts were not loaded (see `Known::counted`).
@@ -761,6 +792,40 @@ mod tests {
         assert_eq!(shared.guard, Some(Guard::Shared));
         assert_eq!(shared.customer_id, "c-b");
         assert_eq!(known.holders.get(&a), Some(&2));
+    }
+
+    #[test]
+    fn customers_kept_apart_are_not_merged_and_the_event_goes_to_the_most_trusted_identifier() {
+        let mut known = Known::default();
+        let a = identity_key(&IdentityClaim::email("a@x.io"));
+        let b = identity_key(&IdentityClaim::phone("+14155550000"));
+        known.identities.insert(a, "c-a".into());
+        known.identities.insert(b.clone(), "c-b".into());
+        known.apart.insert(("c-a".into(), "c-b".into()));
+        let both = ev(
+            3,
+            vec![
+                IdentityClaim::phone("+14155550000"),
+                IdentityClaim::email("a@x.io"),
+            ],
+            None,
+        );
+        let p = plan(
+            std::slice::from_ref(&both),
+            &mut known,
+            &Guards::default(),
+            ids(),
+        );
+        assert!(p.merges.is_empty());
+        assert_eq!(p.refused.len(), 1);
+        assert!(p.refused[0].apart);
+        assert_eq!(p.customers, vec!["c-a"], "email outranks phone");
+        let phone = p.identities.iter().find(|i| i.match_key == b).unwrap();
+        assert_eq!(phone.guard, Some(Guard::Shared));
+        // Without the pair, the same event merges them.
+        known.apart.clear();
+        let p = plan(&[both], &mut known, &Guards::default(), ids());
+        assert_eq!(p.merges.len(), 1);
     }
 
     #[test]

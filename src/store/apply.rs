@@ -360,28 +360,90 @@ impl Store {
             let needed = known.customers_needing_counts(&inputs);
             known.counted = Some(HashSet::new());
             load_counts!(known, needed.into_iter().collect());
-            let before = known.clone();
-            let mut plan = identity::plan(&inputs, &mut known, guards, || {
-                uuid::Uuid::now_v7().to_string()
-            });
-            if !known.count_misses.is_empty() {
-                known = before;
-                let in_play: Vec<String> = known
-                    .identities
-                    .values()
-                    .chain(known.conversations.values())
-                    .filter(|c| !known.counted.as_ref().is_some_and(|l| l.contains(*c)))
-                    .cloned()
+            // Plan; plan again when it needed counts that were not loaded (then all are), or
+            // when it would merge customers an agent separated by an unmerge (then they are
+            // kept apart). Each round adds what it lacked, so few rounds are ever needed; the
+            // last resort refuses every merge of the batch.
+            const PLAN_ROUNDS: usize = 8;
+            let mut round = 0;
+            let plan = loop {
+                round += 1;
+                let before = known.clone();
+                let plan = identity::plan(&inputs, &mut known, guards, || {
+                    uuid::Uuid::now_v7().to_string()
+                });
+                if !known.count_misses.is_empty() {
+                    known = before;
+                    let in_play: Vec<String> = known
+                        .identities
+                        .values()
+                        .chain(known.conversations.values())
+                        .filter(|c| !known.counted.as_ref().is_some_and(|l| l.contains(*c)))
+                        .cloned()
+                        .collect::<HashSet<_>>()
+                        .into_iter()
+                        .collect();
+                    load_counts!(known, in_play);
+                    known.counted = None;
+                    continue;
+                }
+                if plan.merges.is_empty() || known.refuse_all_merges {
+                    break plan;
+                }
+                let ids: Vec<String> = plan
+                    .merges
+                    .iter()
+                    .flat_map(|m| [m.survivor_id.clone(), m.merged_id.clone()])
                     .collect::<HashSet<_>>()
                     .into_iter()
                     .collect();
-                load_counts!(known, in_play);
-                known.counted = None;
-                plan = identity::plan(&inputs, &mut known, guards, || {
-                    uuid::Uuid::now_v7().to_string()
-                });
-            }
+                let mut separated: HashSet<(String, String)> = HashSet::new();
+                // Both sides in one list (a pair may span any two ids): 2 binds per id, far
+                // below either database's limit for a batch's merges.
+                anyhow::ensure!(ids.len() <= 10_000, "too many merges in one batch");
+                for chunk in [&ids[..]] {
+                    let mut qb = QueryBuilder::new(
+                        "SELECT ca.canonical_id, cb.canonical_id FROM do_not_merge d \
+                         JOIN customers ca ON ca.id = d.customer_a JOIN customers cb ON cb.id = d.customer_b \
+                         WHERE d.source = 'unmerged' AND ca.canonical_id IN (",
+                    );
+                    let mut sep = qb.separated(", ");
+                    for k in chunk {
+                        sep.push_bind(k.as_str());
+                    }
+                    qb.push(") AND cb.canonical_id IN (");
+                    let mut sep = qb.separated(", ");
+                    for k in chunk {
+                        sep.push_bind(k.as_str());
+                    }
+                    qb.push(")");
+                    for r in qb.build().fetch_all(&mut *tx).await? {
+                        let (a, b): (String, String) = (r.try_get(0)?, r.try_get(1)?);
+                        if a != b {
+                            let (a, b) = super::suggest::pair(&a, &b);
+                            separated.insert((a.to_string(), b.to_string()));
+                        }
+                    }
+                }
+                separated.retain(|p| !before.apart.contains(p));
+                if separated.is_empty() {
+                    break plan;
+                }
+                known = before;
+                known.apart.extend(separated);
+                if round >= PLAN_ROUNDS {
+                    known.refuse_all_merges = true;
+                }
+            };
             for r in &plan.refused {
+                if r.apart {
+                    tracing::info!(
+                        customers = ?r.customers,
+                        raw_event_id = r.raw_event_id,
+                        "merge refused: an agent separated these customers"
+                    );
+                    continue;
+                }
                 tracing::info!(
                     customers = ?r.customers,
                     guard = r.kind.as_str(),
