@@ -401,28 +401,19 @@ impl Store {
                 // Both sides in one list (a pair may span any two ids): 2 binds per id, far
                 // below either database's limit for a batch's merges.
                 anyhow::ensure!(ids.len() <= 10_000, "too many merges in one batch");
-                for chunk in [&ids[..]] {
-                    let mut qb = QueryBuilder::new(
-                        "SELECT ca.canonical_id, cb.canonical_id FROM do_not_merge d \
-                         JOIN customers ca ON ca.id = d.customer_a JOIN customers cb ON cb.id = d.customer_b \
-                         WHERE d.source = 'unmerged' AND ca.canonical_id IN (",
-                    );
-                    let mut sep = qb.separated(", ");
-                    for k in chunk {
-                        sep.push_bind(k.as_str());
-                    }
-                    qb.push(") AND cb.canonical_id IN (");
-                    let mut sep = qb.separated(", ");
-                    for k in chunk {
-                        sep.push_bind(k.as_str());
-                    }
-                    qb.push(")");
-                    for r in qb.build().fetch_all(&mut *tx).await? {
-                        let (a, b): (String, String) = (r.try_get(0)?, r.try_get(1)?);
-                        if a != b {
-                            let (a, b) = super::suggest::pair(&a, &b);
-                            separated.insert((a.to_string(), b.to_string()));
-                        }
+                let mut qb = QueryBuilder::new(
+                    "SELECT ca.canonical_id, cb.canonical_id FROM do_not_merge d \
+                     JOIN customers ca ON ca.id = d.customer_a JOIN customers cb ON cb.id = d.customer_b \
+                     WHERE d.source = 'unmerged' AND ca.canonical_id IN ",
+                );
+                super::suggest::in_list!(qb, &ids);
+                qb.push(" AND cb.canonical_id IN ");
+                super::suggest::in_list!(qb, &ids);
+                for r in qb.build().fetch_all(&mut *tx).await? {
+                    let (a, b): (String, String) = (r.try_get(0)?, r.try_get(1)?);
+                    if a != b {
+                        let (a, b) = super::suggest::pair(&a, &b);
+                        separated.insert((a.to_string(), b.to_string()));
                     }
                 }
                 separated.retain(|p| !before.apart.contains(p));

@@ -148,6 +148,7 @@ macro_rules! in_list {
         $qb.push(")");
     }};
 }
+pub(crate) use in_list;
 
 impl Store {
     /// Marks customers for the suggester (outside the pipeline: tests, backfills).
