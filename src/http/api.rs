@@ -225,12 +225,8 @@ async fn list_conversations(
         rows.truncate(limit as usize);
         rows.last().map(|(t, c)| encode_cursor(*t, &c.id))
     });
-    let mut items: Vec<_> = rows.into_iter().map(|(_, c)| c).collect();
-    s.store
-        .fill_labels(&mut items.iter_mut().collect::<Vec<_>>())
-        .await?;
     Ok(Json(Page {
-        items,
+        items: rows.into_iter().map(|(_, c)| c).collect(),
         next_cursor: next.flatten(),
     }))
 }
@@ -268,12 +264,11 @@ async fn get_conversation(
 ) -> Result<Json<ConversationWithMessages>, Problem> {
     reject_unknown(&q, &["limit", "cursor"])?;
     let limit = limit(&q)?;
-    let mut conversation = s
+    let conversation = s
         .store
         .get_conversation(&id)
         .await?
         .ok_or_else(|| Problem::not_found("conversation"))?;
-    s.store.fill_labels(&mut [&mut conversation]).await?;
     let mut rows = s
         .store
         .conversation_entries(&id, decode_entry_cursor(&q)?, limit + 1)
@@ -428,15 +423,11 @@ async fn customer_timeline(
 ) -> Result<Json<Page<crate::store::TimelineEntry>>, Problem> {
     reject_unknown(&q, &["limit", "cursor"])?;
     let limit = limit(&q)?;
-    let canonical = s
-        .store
-        .canonical_customer(&id)
-        .await?
-        .ok_or_else(|| Problem::not_found("customer"))?;
     let mut rows = s
         .store
-        .customer_timeline(&canonical, decode_entry_cursor(&q)?, limit + 1)
-        .await?;
+        .customer_timeline(&id, decode_entry_cursor(&q)?, limit + 1)
+        .await?
+        .ok_or_else(|| Problem::not_found("customer"))?;
     let next = (rows.len() as i64 > limit).then(|| {
         rows.truncate(limit as usize);
         rows.last()

@@ -143,12 +143,11 @@ async fn update_conversation(
         priority: b.priority.clone(),
     };
     s.store.update_conversation(&id, &patch, &p.actor()).await?;
-    let mut c = s
+    let c = s
         .store
         .get_conversation(&id)
         .await?
         .ok_or_else(|| Problem::not_found("conversation"))?;
-    s.store.fill_labels(&mut [&mut c]).await?;
     Ok(Json(c))
 }
 
@@ -295,12 +294,11 @@ async fn merge(
     s.store
         .merge_conversations(&id, &b.other, &p.actor())
         .await?;
-    let mut c = s
+    let c = s
         .store
         .get_conversation(&id)
         .await?
         .ok_or_else(|| Problem::not_found("conversation"))?;
-    s.store.fill_labels(&mut [&mut c]).await?;
     Ok(Json(c))
 }
 

@@ -220,6 +220,7 @@ impl Store {
                 return Err(StoreError::NotFound("agent"));
             }
         });
+        self.forget_tokens();
         self.get_agent(id)
             .await?
             .ok_or(StoreError::NotFound("agent"))
@@ -296,6 +297,7 @@ impl Store {
                 return Err(StoreError::NotFound("token"));
             }
         });
+        self.forget_tokens();
         Ok(())
     }
 

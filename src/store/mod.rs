@@ -20,11 +20,20 @@ pub mod outbound;
 mod poll;
 mod read;
 mod search;
+mod sqlite_alloc;
+
+/// Puts SQLite's heap on mimalloc (see `sqlite_alloc`); effective only before the process
+/// opens its first SQLite connection, so binaries call it first thing. `Store::connect` calls
+/// it too. Returns whether SQLite took it.
+pub fn prepare_sqlite() -> bool {
+    sqlite_alloc::install()
+}
 pub mod suggest;
 mod threads;
 pub mod webhooks;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -75,6 +84,59 @@ enum Pools {
 #[derive(Clone, Debug)]
 pub struct Store {
     pools: Pools,
+    tokens: Arc<TokenCache>,
+}
+
+/// Recently verified API tokens, so a request does not pay a database round trip just to
+/// authenticate. Local writes that can change a token's standing (revocation, an agent's
+/// role or activity) clear it at once; a write from another node or process is seen within
+/// [`TokenCache::TTL`]. Only valid tokens are kept, at most [`TokenCache::MAX`] of them.
+#[derive(Debug, Default)]
+struct TokenCache {
+    inner: std::sync::Mutex<TokenCacheInner>,
+}
+
+#[derive(Debug, Default)]
+struct TokenCacheInner {
+    /// Bumped by every invalidation, so a lookup that raced one does not store a stale answer.
+    generation: u64,
+    entries: std::collections::HashMap<String, (std::time::Instant, TokenRecord)>,
+}
+
+impl TokenCache {
+    const TTL: Duration = Duration::from_secs(1);
+    const MAX: usize = 4096;
+
+    fn get(&self, hash: &str) -> Result<TokenRecord, u64> {
+        let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        match g.entries.get(hash) {
+            Some((at, rec)) if at.elapsed() < Self::TTL => Ok(rec.clone()),
+            _ => Err(g.generation),
+        }
+    }
+
+    fn put(&self, generation: u64, hash: &str, rec: &TokenRecord) {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if g.generation != generation {
+            return;
+        }
+        if g.entries.len() >= Self::MAX {
+            let now = std::time::Instant::now();
+            g.entries
+                .retain(|_, (at, _)| now.duration_since(*at) < Self::TTL);
+            if g.entries.len() >= Self::MAX {
+                g.entries.clear();
+            }
+        }
+        g.entries
+            .insert(hash.to_string(), (std::time::Instant::now(), rec.clone()));
+    }
+
+    fn clear(&self) {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        g.generation += 1;
+        g.entries.clear();
+    }
 }
 
 /// Runs `$body` with `$pool` bound to the backend's pool (`write` or `read` side) and `$pg`
@@ -225,6 +287,11 @@ impl Store {
     pub async fn connect(db: &DatabaseSettings) -> anyhow::Result<Store> {
         let url = db.url.as_str();
         if url.starts_with("sqlite:") {
+            if !sqlite_alloc::install() {
+                tracing::debug!(
+                    "SQLite was initialised before the store: it keeps its own allocator"
+                );
+            }
             let path = url
                 .trim_start_matches("sqlite://")
                 .trim_start_matches("sqlite:");
@@ -249,7 +316,10 @@ impl Store {
                 .busy_timeout(Duration::from_secs(10))
                 .foreign_keys(true)
                 .pragma("cache_size", "-32768")
-                .pragma("mmap_size", "1073741824");
+                .pragma("mmap_size", "1073741824")
+                // A whole API page (≤ 201 rows) fits the worker's row channel, so the worker
+                // thread never parks mid-query waiting for the handler to drain it.
+                .row_buffer_size(256);
             // A local file cannot go stale under the pool: no ping (a round trip to the
             // connection's worker thread) before every acquire.
             let write = SqlitePoolOptions::new()
@@ -267,6 +337,7 @@ impl Store {
                 .await?;
             Ok(Store {
                 pools: Pools::Sqlite { write, read },
+                tokens: Arc::default(),
             })
         } else {
             let opts = PgConnectOptions::from_str(url).context("database.url")?;
@@ -278,6 +349,7 @@ impl Store {
                 .context("connecting to PostgreSQL")?;
             Ok(Store {
                 pools: Pools::Postgres(pool),
+                tokens: Arc::default(),
             })
         }
     }
@@ -607,7 +679,26 @@ impl Store {
         Ok(id)
     }
 
+    /// The live token with this hash, if any (served from a short-lived cache; see
+    /// [`TokenCache`]).
     pub async fn find_token(&self, token_hash: &str) -> anyhow::Result<Option<TokenRecord>> {
+        let generation = match self.tokens.get(token_hash) {
+            Ok(rec) => return Ok(Some(rec)),
+            Err(g) => g,
+        };
+        let found = self.find_token_uncached(token_hash).await?;
+        if let Some(rec) = &found {
+            self.tokens.put(generation, token_hash, rec);
+        }
+        Ok(found)
+    }
+
+    /// Forgets every cached token, after a write that may change one's standing.
+    pub(crate) fn forget_tokens(&self) {
+        self.tokens.clear();
+    }
+
+    async fn find_token_uncached(&self, token_hash: &str) -> anyhow::Result<Option<TokenRecord>> {
         with_pool!(self, read, |pool, pg| {
             // A token acting for an agent has that agent's current role, and stops working
             // when the agent is deactivated.

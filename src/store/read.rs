@@ -27,10 +27,30 @@ pub enum CustomerQuery {
     All,
 }
 
-const CONV_COLS: &str = "v.id, v.connector_id, v.channel, v.thread_key, k.id, v.status, v.last_message_at, v.created_at, v.assignee_id, v.priority, v.snoozed_until, v.merged_into";
-const CONV_FROM: &str = " FROM conversations v JOIN customers c ON c.id = v.customer_id JOIN customers k ON k.id = c.canonical_id";
-const ENTRY_COLS: &str = "t.id, k.id, t.conversation_id, t.connector_id, t.channel, t.kind, t.direction, t.occurred_at, t.raw_event_id, t.body, t.actor, t.outbound_id, o.state, o.error";
-const ENTRY_FROM: &str = " FROM timeline_entries t JOIN customers c ON c.id = t.customer_id JOIN customers k ON k.id = c.canonical_id \
+/// Conversation columns, the labels last (sorted, joined by U+001F, which a label never holds),
+/// so a page needs one statement. `$labels` is the dialect's ordered string aggregate.
+macro_rules! conv_cols {
+    ($labels:literal) => {
+        concat!(
+            "v.id, v.connector_id, v.channel, v.thread_key, c.canonical_id, v.status, v.last_message_at, v.created_at, v.assignee_id, v.priority, v.snoozed_until, v.merged_into, \
+             (SELECT ", $labels, " FROM conversation_labels l WHERE l.conversation_id = v.id)"
+        )
+    };
+}
+const CONV_COLS_SQLITE: &str = conv_cols!("group_concat(l.label, char(31) ORDER BY l.label)");
+const CONV_COLS_PG: &str = conv_cols!("string_agg(l.label, chr(31) ORDER BY l.label)");
+
+fn conv_cols(pg: bool) -> &'static str {
+    if pg {
+        CONV_COLS_PG
+    } else {
+        CONV_COLS_SQLITE
+    }
+}
+/// The customer shown is the canonical one: `c.canonical_id` (every customer row names it).
+const CONV_FROM: &str = " FROM conversations v JOIN customers c ON c.id = v.customer_id";
+const ENTRY_COLS: &str = "t.id, c.canonical_id, t.conversation_id, t.connector_id, t.channel, t.kind, t.direction, t.occurred_at, t.raw_event_id, t.body, t.actor, t.outbound_id, o.state, o.error";
+const ENTRY_FROM: &str = " FROM timeline_entries t JOIN customers c ON c.id = t.customer_id \
      LEFT JOIN outbound_messages o ON o.id = t.outbound_id";
 
 macro_rules! conversation_from_row {
@@ -49,7 +69,10 @@ macro_rules! conversation_from_row {
             priority: r.try_get(9)?,
             snoozed_until: r.try_get::<Option<i64>, _>(10)?.map(rfc3339),
             merged_into: r.try_get(11)?,
-            labels: Vec::new(),
+            labels: r
+                .try_get::<Option<String>, _>(12)?
+                .map(|l| l.split('\u{1f}').map(str::to_string).collect())
+                .unwrap_or_default(),
         }
     }};
 }
@@ -82,15 +105,26 @@ macro_rules! entry_from_row {
 }
 
 impl Store {
-    /// Conversations, newest activity first. Returns rows with their raw sort time.
+    /// Conversations with their labels, newest activity first. Returns rows with their raw
+    /// sort time.
     pub async fn list_conversations(
         &self,
         f: &ConversationFilter,
     ) -> anyhow::Result<Vec<(i64, Conversation)>> {
         with_pool!(self, read, |pool, pg| {
-            let mut qb = QueryBuilder::new(format!("SELECT {CONV_COLS}{CONV_FROM} WHERE 1 = 1"));
-            if let Some(s) = &f.status {
-                qb.push(" AND v.status = ").push_bind(s.as_str());
+            let mut qb =
+                QueryBuilder::new(format!("SELECT {}{CONV_FROM} WHERE 1 = 1", conv_cols(pg)));
+            // A known status is written as a literal: bound, it would match the partial index
+            // on snoozed conversations (`WHERE status = 'snoozed'`), and SQLite re-prepares
+            // such a statement whenever the parameter is bound anew (every request).
+            match f.status.as_deref() {
+                Some(s @ ("open" | "pending" | "snoozed" | "resolved")) => {
+                    qb.push(format!(" AND v.status = '{s}'"));
+                }
+                Some(s) => {
+                    qb.push(" AND v.status = ").push_bind(s);
+                }
+                None => {}
             }
             if let Some(c) = &f.connector_id {
                 qb.push(" AND v.connector_id = ").push_bind(c.as_str());
@@ -131,43 +165,15 @@ impl Store {
         })
     }
 
-    /// Fills in the labels of the given conversations (one query).
-    pub async fn fill_labels(&self, convs: &mut [&mut Conversation]) -> anyhow::Result<()> {
-        if convs.is_empty() {
-            return Ok(());
-        }
-        let ids: Vec<String> = convs.iter().map(|c| c.id.clone()).collect();
-        let rows: Vec<(String, String)> = with_pool!(self, read, |pool, pg| {
-            let mut qb = QueryBuilder::new(
-                "SELECT conversation_id, label FROM conversation_labels WHERE conversation_id IN (",
-            );
-            let mut sep = qb.separated(", ");
-            for id in &ids {
-                sep.push_bind(id.as_str());
-            }
-            qb.push(") ORDER BY label");
-            let mut out = Vec::new();
-            for r in qb.build().fetch_all(pool).await? {
-                out.push((r.try_get(0)?, r.try_get(1)?));
-            }
-            out
-        });
-        for c in convs.iter_mut() {
-            c.labels = rows
-                .iter()
-                .filter(|(id, _)| *id == c.id)
-                .map(|(_, l)| l.clone())
-                .collect();
-        }
-        Ok(())
-    }
-
     pub async fn get_conversation(&self, id: &str) -> anyhow::Result<Option<Conversation>> {
         with_pool!(self, read, |pool, pg| {
-            let r = sqlx::query(&format!("SELECT {CONV_COLS}{CONV_FROM} WHERE v.id = $1"))
-                .bind(id)
-                .fetch_optional(pool)
-                .await?;
+            let r = sqlx::query(&format!(
+                "SELECT {}{CONV_FROM} WHERE v.id = $1",
+                conv_cols(pg)
+            ))
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
             match r {
                 Some(r) => Ok(Some(conversation_from_row!(&r))),
                 None => Ok(None),
@@ -206,25 +212,31 @@ impl Store {
         })
     }
 
-    /// A customer's whole timeline (every alias included), newest first.
+    /// The whole timeline (every alias included), newest first, of the customer `id` is or
+    /// was merged into; `None` if no such customer exists.
     pub async fn customer_timeline(
         &self,
-        canonical_id: &str,
+        id: &str,
         before: Option<(i64, i64)>,
         limit: i64,
-    ) -> anyhow::Result<Vec<(i64, TimelineEntry)>> {
+    ) -> anyhow::Result<Option<Vec<(i64, TimelineEntry)>>> {
         with_pool!(self, read, |pool, pg| {
-            // One query per alias, each walking its own index in order, merged: a subquery
+            // The canonical customer's aliases (itself among them) in one statement. Then one
+            // query per alias, each walking its own index in order, merged: a subquery
             // IN (...) makes PostgreSQL fetch and sort every entry of a heavy customer.
             let aliases: Vec<String> = sqlx::query(
-                "SELECT id FROM customers WHERE canonical_id = $1 ORDER BY id LIMIT 100",
+                "SELECT a.id FROM customers c JOIN customers a ON a.canonical_id = c.canonical_id \
+                 WHERE c.id = $1 ORDER BY a.id LIMIT 100",
             )
-            .bind(canonical_id)
+            .bind(id)
             .fetch_all(pool)
             .await?
             .iter()
             .map(|r| r.try_get::<String, _>(0))
             .collect::<Result<_, _>>()?;
+            if aliases.is_empty() {
+                return Ok(None);
+            }
             let mut qb = QueryBuilder::new("SELECT * FROM (");
             for (i, alias) in aliases.iter().enumerate() {
                 if i > 0 {
@@ -248,9 +260,6 @@ impl Store {
                     limit_literal(limit)
                 ));
             }
-            if aliases.is_empty() {
-                return Ok(Vec::new());
-            }
             // Positions: 8 = occurred_at, 1 = entry id.
             qb.push(format!(
                 ") AS u ORDER BY 8 DESC, 1 DESC LIMIT {}",
@@ -260,7 +269,7 @@ impl Store {
             for r in qb.build().fetch_all(pool).await? {
                 out.push(entry_from_row!(&r));
             }
-            Ok(out)
+            Ok(Some(out))
         })
     }
 
