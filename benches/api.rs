@@ -1005,7 +1005,6 @@ async fn run_backend(label: &str, url: &str, shape: &Shape, mode: Mode) -> anyho
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
-    switchboard::store::prepare_sqlite();
     // `cargo bench` passes `--bench`; a bare word picks the mode.
     let arg = std::env::args()
         .skip(1)

@@ -860,7 +860,6 @@ async fn each_backend(mode: &str) -> anyhow::Result<()> {
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
-    switchboard::store::prepare_sqlite();
     let mode = std::env::args()
         .skip(1)
         .find(|a| !a.starts_with('-'))

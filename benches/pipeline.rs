@@ -199,7 +199,6 @@ async fn lag_sample(url: &str) -> anyhow::Result<Vec<i64>> {
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
-    switchboard::store::prepare_sqlite();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -218,7 +218,6 @@ customer_email = "/email"
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
-    switchboard::store::prepare_sqlite();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -15,8 +15,6 @@ use switchboard::{auth, metrics, telemetry};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    // SQLite's heap on mimalloc, before anything opens a connection.
-    switchboard::store::prepare_sqlite();
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

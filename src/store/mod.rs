@@ -20,14 +20,6 @@ pub mod outbound;
 mod poll;
 mod read;
 mod search;
-mod sqlite_alloc;
-
-/// Puts SQLite's heap on mimalloc (see `sqlite_alloc`); effective only before the process
-/// opens its first SQLite connection, so binaries call it first thing. `Store::connect` calls
-/// it too. Returns whether SQLite took it.
-pub fn prepare_sqlite() -> bool {
-    sqlite_alloc::install()
-}
 pub mod suggest;
 mod threads;
 pub mod webhooks;
@@ -287,11 +279,6 @@ impl Store {
     pub async fn connect(db: &DatabaseSettings) -> anyhow::Result<Store> {
         let url = db.url.as_str();
         if url.starts_with("sqlite:") {
-            if !sqlite_alloc::install() {
-                tracing::debug!(
-                    "SQLite was initialised before the store: it keeps its own allocator"
-                );
-            }
             let path = url
                 .trim_start_matches("sqlite://")
                 .trim_start_matches("sqlite:");
