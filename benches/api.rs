@@ -48,7 +48,12 @@ fn env_num<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
-fn settings(url: &str) -> Settings {
+/// The hub's settings for seeding (`suggester = true`: the seed never starts it anyway) and
+/// for measuring. While measuring, the merge suggester is off unless `SUGGESTER=1`: seeding
+/// feeds 1.2M events in minutes and leaves ~200,000 customers for it to score, a backlog of
+/// over an hour here (the data set's names collide a lot), whose scoring and writes would run in
+/// this process beside the API (CPU/req counts the whole process) for the whole measurement.
+fn settings(url: &str, suggester: bool) -> Settings {
     let pool: u32 = env_num("POOL", 8);
     let batch: usize = env_num("PIPELINE_BATCH", 500);
     let text = format!(
@@ -60,6 +65,8 @@ url = "{url}"
 max_connections = {pool}
 [pipeline]
 batch_size = {batch}
+[identity.suggestions]
+enabled = {suggester}
 [[connectors]]
 id = "{CONNECTOR}"
 kind = "generic"
@@ -527,7 +534,7 @@ async fn seeded(url: &str, shape: &Shape) -> anyhow::Result<Seeded> {
 
 /// Seeds `url` unless it already holds this shape; refuses a database holding anything else.
 async fn ensure_seeded(label: &str, url: &str, shape: &Shape) -> anyhow::Result<()> {
-    let s = settings(url);
+    let s = settings(url, true);
     let store = Store::connect(&s.database).await?;
     store.migrate().await?;
     match seeded(url, shape).await? {
@@ -787,7 +794,8 @@ async fn measure(label: &str, url: &str, shape: &Shape) -> anyhow::Result<Vec<Sa
         "{label}: no data to read"
     );
 
-    let app = Application::build(settings(url)).await?;
+    let suggester = env_str("SUGGESTER").is_some_and(|v| v == "1");
+    let app = Application::build(settings(url, suggester)).await?;
     let base = format!("http://127.0.0.1:{}", app.port());
     let token = create_token(&app.store(), "apibench", Role::Agent).await?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
