@@ -569,8 +569,13 @@ async fn resolve(label: &str, url: &str) -> anyhow::Result<()> {
         done as f64 / el,
         done as f64 / ident.max(1e-9)
     );
+    let (lookup, write) = (
+        us(&metrics.pipeline_us.identity_lookup),
+        us(&metrics.pipeline_us.identity_write),
+    );
     println!(
-        "{label}: time by stage: normalise {norm:.2}s, apply {apply:.2}s (identity {ident:.2}s, the rest {:.2}s), claim/load/other {:.2}s",
+        "{label}: time by stage: normalise {norm:.2}s, apply {apply:.2}s (identity {ident:.2}s = lookup {lookup:.2}s + plan {:.2}s + write {write:.2}s; the rest {:.2}s), claim/load/other {:.2}s",
+        ident - lookup - write,
         apply - ident,
         el - norm - apply
     );

@@ -75,6 +75,9 @@ pub struct Metrics {
 pub struct PipelineTimes {
     pub normalize: AtomicU64,
     pub identity: AtomicU64,
+    /// Parts of `identity`: the lookups before the plan, and the writes after it.
+    pub identity_lookup: AtomicU64,
+    pub identity_write: AtomicU64,
     pub apply: AtomicU64,
 }
 
@@ -200,12 +203,14 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
-            "# HELP switchboard_pipeline_seconds_total Pipeline time by stage (apply includes identity)."
+            "# HELP switchboard_pipeline_seconds_total Pipeline time by stage (apply includes identity, identity includes identity_lookup and identity_write)."
         );
         let _ = writeln!(out, "# TYPE switchboard_pipeline_seconds_total counter");
         for (stage, v) in [
             ("normalize", &self.pipeline_us.normalize),
             ("identity", &self.pipeline_us.identity),
+            ("identity_lookup", &self.pipeline_us.identity_lookup),
+            ("identity_write", &self.pipeline_us.identity_write),
             ("apply", &self.pipeline_us.apply),
         ] {
             let _ = writeln!(

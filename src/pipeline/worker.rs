@@ -293,6 +293,10 @@ impl Pipeline {
             .pipeline_us
             .identity
             .fetch_add(stats.identity_us, Relaxed);
+        let t = &self.metrics.pipeline_us;
+        t.identity_lookup
+            .fetch_add(stats.identity_lookup_us, Relaxed);
+        t.identity_write.fetch_add(stats.identity_write_us, Relaxed);
     }
 
     /// Retries with exponential backoff and jitter, or parks the job as dead.
