@@ -2,9 +2,11 @@
 
 mod common;
 
-use common::{assert_problem, sign, spawn_app, spawn_app_with, Db, TestApp};
+use common::{
+    assert_problem, exec_sql as exec, sign, spawn_app, spawn_app_on, spawn_app_with, Db, TestApp,
+};
 use serde_json::{json, Value};
-use sqlx::{Connection, Executor};
+use sqlx::Connection;
 use switchboard::store::{NewRawEvent, SearchFilter, SearchHit, SearchTerms, Store, RANKED_MAX};
 
 async fn search_raw(app: &TestApp, params: &[(&str, &str)]) -> reqwest::Response {
@@ -32,22 +34,6 @@ fn of_type(page: &Value, kind: &str) -> Vec<Value> {
         .into_iter()
         .filter(|i| i["type"] == kind)
         .collect()
-}
-
-/// Runs SQL on the test database from outside the app.
-async fn exec(db: Db, url: &str, sql: &str) {
-    match db {
-        Db::Sqlite => {
-            let mut c = sqlx::SqliteConnection::connect(url).await.expect("sqlite");
-            c.execute(sql).await.expect(sql);
-            c.close().await.ok();
-        }
-        Db::Postgres => {
-            let mut c = sqlx::PgConnection::connect(url).await.expect("pg");
-            c.execute(sql).await.expect(sql);
-            c.close().await.ok();
-        }
-    }
 }
 
 async fn finds_a_word_in_an_old_message_with_a_highlighted_snippet(db: Db) {
@@ -682,7 +668,7 @@ on_both_backends!(
 /// Undoes migration 3, as if the data predated it.
 const UNDO_SQLITE: &str = "\
 DROP TRIGGER search_entries_insert; DROP TRIGGER search_entries_delete; DROP TRIGGER search_entries_update;
-DROP TRIGGER search_identities_insert; DROP TRIGGER search_identities_delete; DROP TRIGGER search_identities_update;
+DROP TRIGGER IF EXISTS search_identities_insert; DROP TRIGGER search_identities_delete; DROP TRIGGER search_identities_update;
 DROP TRIGGER search_names_insert; DROP TRIGGER search_names_set; DROP TRIGGER search_names_change; DROP TRIGGER search_names_delete;
 DROP TABLE search_entries; DROP VIEW search_entry_text; DROP TABLE search_identities; DROP TABLE search_names;
 DELETE FROM schema_migrations WHERE version = 3;";
@@ -752,6 +738,126 @@ async fn the_migration_indexes_existing_history(db: Db) {
 on_both_backends!(
     the_migration_indexes_existing_history,
     super::the_migration_indexes_existing_history
+);
+
+/// Undoes migration 14, as if the data predated it: SQLite's rowid customers table, the old
+/// identity indexes and the trigger that indexed new identities.
+const UNDO_14_SQLITE: &str = "\
+PRAGMA foreign_keys = OFF;
+CREATE TABLE customers_old (id TEXT PRIMARY KEY, canonical_id TEXT NOT NULL, display_name TEXT,
+    created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
+INSERT INTO customers_old SELECT id, canonical_id, display_name, created_at, updated_at FROM customers;
+DROP TABLE customers;
+ALTER TABLE customers_old RENAME TO customers;
+CREATE INDEX customers_canonical ON customers (canonical_id);
+DROP INDEX identities_match; CREATE INDEX identities_match ON identities (match_key);
+DROP INDEX identities_customer; CREATE INDEX identities_customer ON identities (customer_id);
+CREATE INDEX identities_kind_value ON identities (kind, value);
+CREATE TRIGGER search_identities_insert AFTER INSERT ON identities
+BEGIN INSERT INTO search_identities (rowid, value) VALUES (new.id, new.value); END;
+DELETE FROM schema_migrations WHERE version = 14;";
+const UNDO_14_POSTGRES: &str = "\
+DROP INDEX identities_match; CREATE INDEX identities_match ON identities (match_key);
+CREATE INDEX identities_kind_value ON identities (kind, value);
+DELETE FROM schema_migrations WHERE version = 14;";
+
+/// Migration 14 rebuilds SQLite's customers table and moves the search indexing of new
+/// identities from a trigger to the pipeline: customers, names and identities from before
+/// are still found, new ones are found once (not twice), merges still work, and identities
+/// still refer to existing customers only.
+async fn the_identity_read_migration_keeps_customers_found_and_referenced(db: Db) {
+    let Some(app) = spawn_app(db).await else {
+        return;
+    };
+    app.send(
+        json!({"id": "w1", "thread": "t1", "text": "hello from before",
+                    "email": "olga@wombat.example", "name": "Olga Wombat", "at": 1_600_000_000}),
+    )
+    .await;
+    app.drain().await;
+    let tdb = app.stop().await;
+    let undo = match db {
+        Db::Sqlite => UNDO_14_SQLITE,
+        Db::Postgres => UNDO_14_POSTGRES,
+    };
+    exec(db, &tdb.url, undo).await;
+    let store = Store::connect(&common::settings(&tdb.url).database)
+        .await
+        .unwrap();
+    assert_eq!(store.migrate().await.unwrap(), [14]);
+    store.close().await;
+
+    let app = spawn_app_on(tdb, |_| {}).await;
+    // Then: the old customer is found by name and by email, once.
+    for q in ["wombat", "olga@wombat.example"] {
+        let page = search(&app, &[("q", q)]).await;
+        let found = of_type(&page, "customer");
+        assert_eq!(found.len(), 1, "{q}: {page}");
+        assert_eq!(found[0]["display_name"], "Olga Wombat", "{q}: {page}");
+    }
+    // A new customer after the migration, with an email: found by it, once.
+    app.send(
+        json!({"id": "w2", "thread": "t2", "text": "hello from after",
+                    "email": "ned@numbat.example", "name": "Ned Numbat", "at": 1_600_000_100}),
+    )
+    .await;
+    // A customer known only by a phone, then an event with Ned's email and that phone: a
+    // merge (an update of the rebuilt table) into Ned.
+    app.send(json!({"id": "w3", "thread": "t3", "text": "phone only",
+                    "phone": "+14155550134", "at": 1_600_000_150}))
+        .await;
+    app.drain().await;
+    app.send(json!({"id": "w4", "thread": "t4", "text": "both of us",
+                    "email": "ned@numbat.example", "phone": "+14155550134", "at": 1_600_000_200}))
+        .await;
+    app.drain().await;
+    let page = search(&app, &[("q", "ned@numbat.example")]).await;
+    let found = of_type(&page, "customer");
+    assert_eq!(found.len(), 1, "{page}");
+    assert_eq!(found[0]["display_name"], "Ned Numbat", "{page}");
+    let by_phone = app.get_json("/api/v1/customers?phone=%2B14155550134").await;
+    let ned = found[0]["customer_id"].as_str().unwrap();
+    assert_eq!(
+        by_phone["items"][0]["id"], ned,
+        "merged into Ned: {by_phone}"
+    );
+    let page = search(&app, &[("q", "numbat")]).await;
+    assert_eq!(
+        of_type(&page, "customer").len(),
+        1,
+        "once after the merge: {page}"
+    );
+    // Identities still refer to existing customers only.
+    let bad = match db {
+        Db::Sqlite => {
+            let mut c = sqlx::SqliteConnection::connect(&app.db.url).await.unwrap();
+            let r = sqlx::query(
+                "INSERT INTO identities (ident_key, customer_id, kind, scope, value, connector_id, first_seen, last_seen) \
+                 VALUES ('email\u{1f}\u{1f}x@y.example', 'no-such-customer', 'email', '', 'x@y.example', 'web', 1, 1)",
+            )
+            .execute(&mut c)
+            .await;
+            c.close().await.ok();
+            r.map(|_| ())
+        }
+        Db::Postgres => {
+            let mut c = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
+            let r = sqlx::query(
+                "INSERT INTO identities (ident_key, customer_id, kind, scope, value, connector_id, first_seen, last_seen) \
+                 VALUES ('email:x@y.example', 'no-such-customer', 'email', '', 'x@y.example', 'web', 1, 1)",
+            )
+            .execute(&mut c)
+            .await;
+            c.close().await.ok();
+            r.map(|_| ())
+        }
+    };
+    assert!(bad.is_err(), "an identity of no customer was accepted");
+    app.stop().await;
+}
+on_both_backends!(
+    the_identity_read_migration_keeps_customers_found_and_referenced,
+    super::the_identity_read_migration_keeps_customers_found_and_referenced
 );
 
 /// Stores `n` messages through the hub's own write path (raw events + pipeline), faster than

@@ -10,9 +10,12 @@ use super::entities::apply_documents;
 use super::events::append_event;
 use super::inbox::{insert_entry, load_conv};
 use super::outbound::apply_status;
+use super::sqlite_rows::{self, Val};
 use super::threads::{self, KnownRefs};
 use super::{begin_write, now_ms, with_pool, Pools, Store, CHUNK};
-use crate::pipeline::identity::{self, conversation_key, identity_key, EventClaims, Guards, Known};
+use crate::pipeline::identity::{
+    self, conversation_key, identity_key, EventClaims, Guards, IdentityRow, Known,
+};
 
 /// One job's normalised output, claims already in matching form.
 #[derive(Debug, Clone)]
@@ -25,6 +28,30 @@ pub struct PreparedEvent {
     pub items: Vec<NormalizedEvent>,
 }
 
+/// The columns of an identity row as the pipeline writes it.
+const IDENTITY_COLUMNS: &str =
+    "ident_key, match_key, customer_id, kind, scope, value, connector_id, raw_event_id, \
+     first_seen, last_seen, last_connector_id, last_raw_event_id, links, guard";
+/// An identity row already stored only moves its last sighting on (never back).
+const IDENTITY_UPSERT: &str = " ON CONFLICT (ident_key) DO UPDATE SET last_seen = excluded.last_seen, \
+     last_connector_id = excluded.last_connector_id, last_raw_event_id = excluded.last_raw_event_id \
+     WHERE excluded.last_seen >= identities.last_seen";
+
+/// The SQLite connection under a transaction, for [`sqlite_rows`]; `None` on PostgreSQL.
+trait RowByRow {
+    fn sqlite(&mut self) -> Option<&mut sqlx::SqliteConnection>;
+}
+impl RowByRow for sqlx::SqliteConnection {
+    fn sqlite(&mut self) -> Option<&mut sqlx::SqliteConnection> {
+        Some(self)
+    }
+}
+impl RowByRow for sqlx::PgConnection {
+    fn sqlite(&mut self) -> Option<&mut sqlx::SqliteConnection> {
+        None
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ApplyStats {
     pub entries: usize,
@@ -33,6 +60,11 @@ pub struct ApplyStats {
     pub conversations: usize,
     /// Time spent resolving identity (lookups, plan, customer/identity/merge writes), µs.
     pub identity_us: u64,
+    /// Of `identity_us`: reading what the store knows (owners, conversations, documents,
+    /// guard counts), µs.
+    pub identity_lookup_us: u64,
+    /// Of `identity_us`: writing customers, identities, merges and names, µs.
+    pub identity_write_us: u64,
 }
 
 /// One conversation touched by the batch, with its latest message time.
@@ -215,9 +247,11 @@ impl Store {
             // value's key) names the owner; all of them count the value's holders (the
             // max_shared guard). One lookup for both.
             let mut holders: HashMap<String, HashSet<String>> = HashMap::new();
+            // Row key → id of every identity row found, for the sighting updates below.
+            let mut row_ids: HashMap<String, i64> = HashMap::new();
             for chunk in ident_keys.chunks(CHUNK) {
                 let mut qb = QueryBuilder::new(
-                    "SELECT i.ident_key, i.match_key, k.id, k.display_name FROM identities i \
+                    "SELECT i.ident_key, i.match_key, k.id, k.display_name, i.id FROM identities i \
                      JOIN customers c ON c.id = i.customer_id JOIN customers k ON k.id = c.canonical_id \
                      WHERE i.match_key IN (",
                 );
@@ -234,6 +268,7 @@ impl Store {
                     if name.is_some() {
                         known.named.insert(customer.clone());
                     }
+                    row_ids.insert(key.clone(), r.try_get(4)?);
                     holders
                         .entry(match_key.clone())
                         .or_default()
@@ -360,6 +395,7 @@ impl Store {
             let needed = known.customers_needing_counts(&inputs);
             known.counted = Some(HashSet::new());
             load_counts!(known, needed.into_iter().collect());
+            stats.identity_lookup_us = identity_started.elapsed().as_micros() as u64;
             // Plan; plan again when it needed counts that were not loaded (then all are), or
             // when it would merge customers an agent separated by an unmerge (then they are
             // kept apart). Each round adds what it lacked, so few rounds are ever needed; the
@@ -444,6 +480,7 @@ impl Store {
             }
             stats.new_customers = plan.new_customers.len();
             stats.merges = plan.merges.len();
+            let write_started = std::time::Instant::now();
 
             for chunk in plan.new_customers.chunks(CHUNK) {
                 let mut qb = QueryBuilder::new(
@@ -459,34 +496,96 @@ impl Store {
                 qb.build().execute(&mut *tx).await?;
             }
             // Every identity seen: new ones are inserted, known ones move their last
-            // sighting on; one multi-row upsert per chunk, never a statement per row.
-            for chunk in plan.identities.chunks(CHUNK) {
-                let mut qb = QueryBuilder::new(
-                    "INSERT INTO identities (ident_key, match_key, customer_id, kind, scope, value, connector_id, raw_event_id, \
-                     first_seen, last_seen, last_connector_id, last_raw_event_id, links, guard) ",
-                );
-                qb.push_values(chunk, |mut b, i| {
-                    b.push_bind(i.key.as_str())
-                        .push_bind(i.match_key.as_str())
-                        .push_bind(i.customer_id.as_str())
-                        .push_bind(i.claim.kind.as_str())
-                        .push_bind(i.claim.scope.as_str())
-                        .push_bind(i.claim.value.as_str())
-                        .push_bind(i.first.connector_id.as_str())
-                        .push_bind(i.first.raw_event_id)
-                        .push_bind(i.first.at)
-                        .push_bind(i.last.at)
-                        .push_bind(i.last.connector_id.as_str())
-                        .push_bind(i.last.raw_event_id)
-                        .push_bind(i64::from(i.guard.is_none()))
-                        .push_bind(i.guard.map(|g| g.as_str()));
-                });
-                qb.push(
-                    " ON CONFLICT (ident_key) DO UPDATE SET last_seen = excluded.last_seen, \
-                     last_connector_id = excluded.last_connector_id, last_raw_event_id = excluded.last_raw_event_id \
-                     WHERE excluded.last_seen >= identities.last_seen",
-                );
-                qb.build().execute(&mut *tx).await?;
+            // sighting on. On SQLite, row by row in one hop to the connection (a known row
+            // by its id: no unique-key search, no upsert); on PostgreSQL, one multi-row
+            // upsert per chunk. Never a round trip per row.
+            if let Some(conn) = RowByRow::sqlite(&mut *tx) {
+                let (known_rows, new_rows): (Vec<&IdentityRow>, Vec<&IdentityRow>) = plan
+                    .identities
+                    .iter()
+                    .partition(|i| row_ids.contains_key(&i.key));
+                let sightings: Vec<Vec<Val<'_>>> = known_rows
+                    .iter()
+                    .map(|i| {
+                        vec![
+                            Val::Int(i.last.at),
+                            Val::Text(&i.last.connector_id),
+                            Val::Int(i.last.raw_event_id),
+                            Val::Int(row_ids.get(&i.key).copied().unwrap_or(0)),
+                        ]
+                    })
+                    .collect();
+                sqlite_rows::execute_each(
+                    conn,
+                    "UPDATE identities SET last_seen = ?1, last_connector_id = ?2, last_raw_event_id = ?3 \
+                     WHERE id = ?4 AND last_seen <= ?1",
+                    &sightings,
+                )
+                .await?;
+                let inserts: Vec<Vec<Val<'_>>> = new_rows
+                    .iter()
+                    .map(|i| {
+                        vec![
+                            Val::Text(&i.key),
+                            Val::Text(&i.match_key),
+                            Val::Text(&i.customer_id),
+                            Val::Text(i.claim.kind.as_str()),
+                            Val::Text(&i.claim.scope),
+                            Val::Text(&i.claim.value),
+                            Val::Text(&i.first.connector_id),
+                            Val::Int(i.first.raw_event_id),
+                            Val::Int(i.first.at),
+                            Val::Int(i.last.at),
+                            Val::Text(&i.last.connector_id),
+                            Val::Int(i.last.raw_event_id),
+                            Val::Int(i64::from(i.guard.is_none())),
+                            Val::OptText(i.guard.map(|g| g.as_str())),
+                        ]
+                    })
+                    .collect();
+                // Identity ids only grow (AUTOINCREMENT) and this transaction is SQLite's only
+                // writer: the rows above the largest id now are the ones inserted here, and
+                // their values go to the search index in one statement (migration 0014).
+                let before: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM identities")
+                    .fetch_one(&mut *conn)
+                    .await?;
+                sqlite_rows::execute_each(
+                    conn,
+                    &format!("INSERT INTO identities ({IDENTITY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14){IDENTITY_UPSERT}"),
+                    &inserts,
+                )
+                .await?;
+                if !inserts.is_empty() {
+                    sqlx::query(
+                        "INSERT INTO search_identities (rowid, value) SELECT id, value FROM identities WHERE id > $1",
+                    )
+                    .bind(before)
+                    .execute(&mut *conn)
+                    .await?;
+                }
+            } else {
+                for chunk in plan.identities.chunks(CHUNK) {
+                    let mut qb =
+                        QueryBuilder::new(format!("INSERT INTO identities ({IDENTITY_COLUMNS}) "));
+                    qb.push_values(chunk, |mut b, i| {
+                        b.push_bind(i.key.as_str())
+                            .push_bind(i.match_key.as_str())
+                            .push_bind(i.customer_id.as_str())
+                            .push_bind(i.claim.kind.as_str())
+                            .push_bind(i.claim.scope.as_str())
+                            .push_bind(i.claim.value.as_str())
+                            .push_bind(i.first.connector_id.as_str())
+                            .push_bind(i.first.raw_event_id)
+                            .push_bind(i.first.at)
+                            .push_bind(i.last.at)
+                            .push_bind(i.last.connector_id.as_str())
+                            .push_bind(i.last.raw_event_id)
+                            .push_bind(i64::from(i.guard.is_none()))
+                            .push_bind(i.guard.map(|g| g.as_str()));
+                    });
+                    qb.push(IDENTITY_UPSERT);
+                    qb.build().execute(&mut *tx).await?;
+                }
             }
             for m in &plan.merges {
                 let moved: Vec<String> = sqlx::query(
@@ -535,6 +634,7 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             }
+            stats.identity_write_us = write_started.elapsed().as_micros() as u64;
             stats.identity_us = identity_started.elapsed().as_micros() as u64;
 
             // The suggester (src/suggest) looks again, outside this transaction, at customers

@@ -3,7 +3,7 @@
 
 use sqlx::Row;
 
-use super::{begin_write, now_ms, with_pool, Pools, Store};
+use super::{now_ms, with_pool, Pools, Store};
 
 struct Migration {
     version: i64,
@@ -85,6 +85,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0013_enqueue.sql"),
         postgres: include_str!("../../migrations/postgres/0013_enqueue.sql"),
     },
+    Migration {
+        version: 14,
+        name: "identity_reads",
+        sqlite: include_str!("../../migrations/sqlite/0014_identity_reads.sql"),
+        postgres: include_str!("../../migrations/postgres/0014_identity_reads.sql"),
+    },
 ];
 
 impl Store {
@@ -92,43 +98,84 @@ impl Store {
     pub async fn migrate(&self) -> anyhow::Result<Vec<i64>> {
         let mut applied_now = Vec::new();
         with_pool!(self, write, |pool, pg| {
-            let mut tx = begin_write!(pool, pg)?;
-            if pg {
-                // Several nodes starting at once: one migrates, the others wait and see it done.
-                sqlx::query("SELECT pg_advisory_xact_lock(7270001)")
-                    .execute(&mut *tx)
+            let mut conn = pool.acquire().await?;
+            if !pg {
+                // SQLite's documented way to rebuild a table others refer to (0014): foreign
+                // keys off outside the transaction, checked by `foreign_key_check` before the
+                // commit, on again after. A connection that fails half-way is closed rather
+                // than returned to the pool with its checks off.
+                sqlx::query("PRAGMA foreign_keys = OFF")
+                    .execute(&mut *conn)
                     .await?;
             }
-            sqlx::query(
-                "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
-            )
-            .execute(&mut *tx)
-            .await?;
-            let done: Vec<i64> = sqlx::query("SELECT version FROM schema_migrations")
-                .fetch_all(&mut *tx)
-                .await?
-                .iter()
-                .map(|r| r.try_get::<i64, _>(0))
-                .collect::<Result<_, _>>()?;
-            for m in MIGRATIONS {
-                if done.contains(&m.version) {
-                    continue;
-                }
-                let sql = if pg { m.postgres } else { m.sqlite };
-                sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(|e| {
-                    anyhow::anyhow!("migration {} ({}) failed: {e}", m.version, m.name)
-                })?;
-                sqlx::query(
-                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+            let result = async {
+                let mut tx = sqlx::Connection::begin_with(
+                    &mut *conn,
+                    if pg { "BEGIN" } else { "BEGIN IMMEDIATE" },
                 )
-                .bind(m.version)
-                .bind(m.name)
-                .bind(now_ms())
+                .await?;
+                if pg {
+                    // Several nodes starting at once: one migrates, the others wait and see it done.
+                    sqlx::query("SELECT pg_advisory_xact_lock(7270001)")
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                sqlx::query(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+                )
                 .execute(&mut *tx)
                 .await?;
-                applied_now.push(m.version);
+                let done: Vec<i64> = sqlx::query("SELECT version FROM schema_migrations")
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .iter()
+                    .map(|r| r.try_get::<i64, _>(0))
+                    .collect::<Result<_, _>>()?;
+                for m in MIGRATIONS {
+                    if done.contains(&m.version) {
+                        continue;
+                    }
+                    let sql = if pg { m.postgres } else { m.sqlite };
+                    sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(|e| {
+                        anyhow::anyhow!("migration {} ({}) failed: {e}", m.version, m.name)
+                    })?;
+                    if !pg {
+                        let broken = sqlx::query("PRAGMA foreign_key_check")
+                            .fetch_all(&mut *tx)
+                            .await?;
+                        anyhow::ensure!(
+                            broken.is_empty(),
+                            "migration {} ({}) left {} rows whose foreign key points nowhere",
+                            m.version,
+                            m.name,
+                            broken.len()
+                        );
+                    }
+                    sqlx::query(
+                        "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+                    )
+                    .bind(m.version)
+                    .bind(m.name)
+                    .bind(now_ms())
+                    .execute(&mut *tx)
+                    .await?;
+                    applied_now.push(m.version);
+                }
+                tx.commit().await?;
+                anyhow::Ok(())
             }
-            tx.commit().await?;
+            .await;
+            if !pg {
+                match &result {
+                    Ok(()) => {
+                        sqlx::query("PRAGMA foreign_keys = ON")
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Err(_) => conn.close_on_drop(),
+                }
+            }
+            result?;
         });
         Ok(applied_now)
     }

@@ -20,6 +20,7 @@ pub mod outbound;
 mod poll;
 mod read;
 mod search;
+mod sqlite_rows;
 pub mod suggest;
 mod threads;
 pub mod webhooks;
@@ -303,7 +304,9 @@ impl Store {
                 .busy_timeout(Duration::from_secs(10))
                 .foreign_keys(true)
                 .pragma("cache_size", "-32768")
-                .pragma("mmap_size", "1073741824")
+                // Reads through a memory map of the whole file (up to 64 GiB of address space,
+                // not memory; the build raises SQLite's 2 GB cap, .cargo/config.toml).
+                .pragma("mmap_size", "68719476736")
                 // A whole API page (≤ 201 rows) fits the worker's row channel, so the worker
                 // thread never parks mid-query waiting for the handler to drain it.
                 .row_buffer_size(256);

@@ -292,6 +292,22 @@ impl Drop for WriteBlocker {
     }
 }
 
+/// Runs SQL (several statements allowed) on the test database from outside the app.
+pub async fn exec_sql(db: Db, url: &str, sql: &str) {
+    match db {
+        Db::Sqlite => {
+            let mut c = sqlx::SqliteConnection::connect(url).await.expect("sqlite");
+            c.execute(sql).await.expect(sql);
+            c.close().await.ok();
+        }
+        Db::Postgres => {
+            let mut c = sqlx::PgConnection::connect(url).await.expect("pg");
+            c.execute(sql).await.expect(sql);
+            c.close().await.ok();
+        }
+    }
+}
+
 pub async fn block_writes(db: Db, url: &str) -> WriteBlocker {
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let (ready_tx, ready_rx) = oneshot::channel::<()>();
