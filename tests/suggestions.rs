@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{assert_problem, spawn_app_with, Db, TestApp};
+use common::{assert_problem, exec_sql, spawn_app_with, Db, TestApp};
 use serde_json::{json, Value};
 use switchboard::config::Settings;
 use switchboard::suggest::Suggester;
@@ -144,6 +144,41 @@ async fn weak_evidence_never_merges_but_becomes_a_suggestion_with_reasons(db: Db
 on_both_backends!(
     weak_evidence_suggests,
     super::weak_evidence_never_merges_but_becomes_a_suggestion_with_reasons
+);
+
+/// Customers from before the suggester had its queue (migration 11) are queued once by
+/// migration 15 and then scored like any other; without it they were never looked at.
+async fn customers_from_before_the_suggester_are_scored_after_the_upgrade(db: Db) {
+    let Some(app) = spawn_app_with(db, tweak(12.0)).await else {
+        return;
+    };
+    let s = suggester(&app, 12.0);
+    two_similar_and_one_stranger(&app, &s).await;
+    // As if these customers predated the suggester: nothing queued, scored or suggested,
+    // and migration 15 not yet applied.
+    exec_sql(
+        db,
+        &app.db.url,
+        "DELETE FROM suggest_dirty; DELETE FROM suggest_features; DELETE FROM suggest_blocks; \
+         DELETE FROM merge_suggestions; DELETE FROM schema_migrations WHERE version = 15;",
+    )
+    .await;
+    assert_eq!(s.drain(50).await.unwrap().customers, 0);
+    assert!(open_suggestions(&app).await.is_empty());
+
+    assert_eq!(app.store.migrate().await.unwrap(), [15]);
+    let st = s.drain(50).await.unwrap();
+    assert_eq!(st.customers, 3, "each customer scored once: {st:?}");
+    let items = open_suggestions(&app).await;
+    assert_eq!(items.len(), 1, "{items:?}");
+    assert_eq!(customer_ids(&app).await.len(), 3, "nothing merged");
+    // Scored once: a second pass finds nothing left to do.
+    assert_eq!(s.drain(50).await.unwrap().customers, 0);
+    app.stop().await;
+}
+on_both_backends!(
+    customers_from_before_the_suggester_are_scored_after_the_upgrade,
+    super::customers_from_before_the_suggester_are_scored_after_the_upgrade
 );
 
 async fn accepting_a_suggestion_merges_with_the_suggestion_as_evidence(db: Db) {

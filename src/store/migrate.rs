@@ -91,6 +91,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0014_identity_reads.sql"),
         postgres: include_str!("../../migrations/postgres/0014_identity_reads.sql"),
     },
+    Migration {
+        version: 15,
+        name: "suggest_backfill",
+        sqlite: include_str!("../../migrations/sqlite/0015_suggest_backfill.sql"),
+        postgres: include_str!("../../migrations/postgres/0015_suggest_backfill.sql"),
+    },
 ];
 
 impl Store {
