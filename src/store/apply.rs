@@ -546,16 +546,17 @@ impl Store {
                 // Identity ids only grow (AUTOINCREMENT) and this transaction is SQLite's only
                 // writer: the rows above the largest id now are the ones inserted here, and
                 // their values go to the search index in one statement (migration 0014).
-                let before: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM identities")
-                    .fetch_one(&mut *conn)
-                    .await?;
-                sqlite_rows::execute_each(
-                    conn,
-                    &format!("INSERT INTO identities ({IDENTITY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14){IDENTITY_UPSERT}"),
-                    &inserts,
-                )
-                .await?;
                 if !inserts.is_empty() {
+                    let before: i64 =
+                        sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM identities")
+                            .fetch_one(&mut *conn)
+                            .await?;
+                    sqlite_rows::execute_each(
+                        conn,
+                        &format!("INSERT INTO identities ({IDENTITY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14){IDENTITY_UPSERT}"),
+                        &inserts,
+                    )
+                    .await?;
                     sqlx::query(
                         "INSERT INTO search_identities (rowid, value) SELECT id, value FROM identities WHERE id > $1",
                     )
