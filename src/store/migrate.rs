@@ -145,18 +145,6 @@ impl Store {
                     sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(|e| {
                         anyhow::anyhow!("migration {} ({}) failed: {e}", m.version, m.name)
                     })?;
-                    if !pg {
-                        let broken = sqlx::query("PRAGMA foreign_key_check")
-                            .fetch_all(&mut *tx)
-                            .await?;
-                        anyhow::ensure!(
-                            broken.is_empty(),
-                            "migration {} ({}) left {} rows whose foreign key points nowhere",
-                            m.version,
-                            m.name,
-                            broken.len()
-                        );
-                    }
                     sqlx::query(
                         "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
                     )
@@ -166,6 +154,17 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
                     applied_now.push(m.version);
+                }
+                if !pg && !applied_now.is_empty() {
+                    // Once for all of this run's migrations (it reads every referencing row).
+                    let broken = sqlx::query("PRAGMA foreign_key_check")
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    anyhow::ensure!(
+                        broken.is_empty(),
+                        "migrations {applied_now:?} left {} rows whose foreign key points nowhere",
+                        broken.len()
+                    );
                 }
                 tx.commit().await?;
                 anyhow::Ok(())
