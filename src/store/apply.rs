@@ -500,21 +500,19 @@ impl Store {
             // by its id: no unique-key search, no upsert); on PostgreSQL, one multi-row
             // upsert per chunk. Never a round trip per row.
             if let Some(conn) = RowByRow::sqlite(&mut *tx) {
-                let (known_rows, new_rows): (Vec<&IdentityRow>, Vec<&IdentityRow>) = plan
-                    .identities
-                    .iter()
-                    .partition(|i| row_ids.contains_key(&i.key));
-                let sightings: Vec<Vec<Val<'_>>> = known_rows
-                    .iter()
-                    .map(|i| {
-                        vec![
+                let mut sightings: Vec<Vec<Val<'_>>> = Vec::new();
+                let mut new_rows: Vec<&IdentityRow> = Vec::new();
+                for i in &plan.identities {
+                    match row_ids.get(&i.key) {
+                        Some(&id) => sightings.push(vec![
                             Val::Int(i.last.at),
                             Val::Text(&i.last.connector_id),
                             Val::Int(i.last.raw_event_id),
-                            Val::Int(row_ids.get(&i.key).copied().unwrap_or(0)),
-                        ]
-                    })
-                    .collect();
+                            Val::Int(id),
+                        ]),
+                        None => new_rows.push(i),
+                    }
+                }
                 sqlite_rows::execute_each(
                     conn,
                     "UPDATE identities SET last_seen = ?1, last_connector_id = ?2, last_raw_event_id = ?3 \
