@@ -959,6 +959,11 @@ async fn a_query_with_a_common_word_comes_back_newest_first(db: Db) {
     let both = items(&search(&app, &[("q", "parcel quokka")]).await);
     assert_eq!(both.len(), 4, "{both:?}");
     assert!(both.iter().all(|e| e["rank"] == 0.0), "{both:?}");
+    // A phrase of common words is newest first even when the phrase itself is rare: finding
+    // its few matches reads the words' whole position lists, and ranking them would again.
+    let phrase = items(&search(&app, &[("q", "\"parcel parcel\"")]).await);
+    assert_eq!(phrase.len(), 1, "{phrase:?}");
+    assert_eq!(phrase[0]["rank"], 0.0, "{phrase:?}");
     // The rare word alone is ranked over its every match: the oldest entry, which says
     // "quokka" in the shortest text, is first.
     let rare = items(&search(&app, &[("q", "quokka")]).await);

@@ -237,8 +237,9 @@ pub const NEWEST_MAX: i64 = 10_000;
 /// looks at this many of them.
 const NEWEST_FILTERED: i64 = 20_000;
 /// Customer names and identities ranked per query, each: the most recently added ones (a
-/// last name alone matches thousands of customers, all with the same score).
-pub const CUSTOMERS_MAX: i64 = 500;
+/// last name alone matches thousands of customers, all with the same score). One full page
+/// (the largest `limit`) of each; ranking more costs every search that names somebody.
+pub const CUSTOMERS_MAX: i64 = 200;
 
 /// How one search runs.
 #[derive(Debug, Clone, Copy)]
@@ -284,10 +285,12 @@ const ORDER: &str = "score DESC, type, entry_id DESC, customer_id";
 /// [`ORDER`] on the `page` alias.
 const ORDER_P: &str = "p.score DESC, p.type, p.entry_id DESC, p.customer_id";
 
-/// Whether any of the query's phrases (FTS5 strings, bound from `$1`) matches more than
-/// [`RANKED_MAX`] entries; each count stops there.
-fn sqlite_common_sql(phrases: usize) -> String {
-    let probes: Vec<String> = (1..=phrases)
+/// Whether any of the query's words (FTS5 strings, bound from `$1`) is in more than
+/// [`RANKED_MAX`] entries; each count stops there. Words, not phrases: counting a phrase
+/// of two common words that is itself rare (`"order wrap"`) reads both words' whole
+/// position lists, and ranking it would read them again for bm25's IDF.
+fn sqlite_common_sql(words: usize) -> String {
+    let probes: Vec<String> = (1..=words)
         .map(|i| {
             format!(
                 "(SELECT count(*) FROM (SELECT 1 FROM search_entries WHERE search_entries MATCH ${i} \
@@ -296,6 +299,9 @@ fn sqlite_common_sql(phrases: usize) -> String {
             )
         })
         .collect();
+    if probes.is_empty() {
+        return String::new();
+    }
     format!("SELECT {}", probes.join(" OR "))
 }
 
@@ -415,7 +421,7 @@ const PG_MESSAGE_HEADLINE: &str = "'StartSel=' || chr(2) || ', StopSel=' || chr(
 const PG_CUSTOMER_HEADLINE: &str =
     "'HighlightAll=true, StartSel=' || chr(2) || ', StopSel=' || chr(3)";
 
-/// [`sqlite_common_sql`] for PostgreSQL: one phrase bound per `$i`.
+/// [`sqlite_common_sql`] for PostgreSQL: one word bound per `$i`.
 fn pg_common_sql(phrases: usize) -> String {
     let probes: Vec<String> = (1..=phrases)
         .map(|i| {
@@ -426,6 +432,9 @@ fn pg_common_sql(phrases: usize) -> String {
             )
         })
         .collect();
+    if probes.is_empty() {
+        return String::new();
+    }
     format!("SELECT {}", probes.join(" OR "))
 }
 
@@ -505,6 +514,36 @@ impl SearchTerms {
     fn phrases(&self) -> impl Iterator<Item = &String> {
         self.all.iter().flatten().chain(&self.none)
     }
+
+    /// The words whose counts decide between ranked and newest first, each once, at most
+    /// [`MAX_PHRASES`]: every word of every phrase, excluded ones too. `split` cuts a phrase
+    /// into the words the engine indexes.
+    fn probe_words<'a, I: Iterator<Item = &'a str>>(
+        &'a self,
+        split: fn(&'a str) -> I,
+    ) -> Vec<&'a str> {
+        let mut words: Vec<&str> = Vec::new();
+        for w in self.phrases().flat_map(|p| split(p.as_str())) {
+            if words.len() == MAX_PHRASES {
+                break;
+            }
+            if !w.is_empty() && !words.contains(&w) {
+                words.push(w);
+            }
+        }
+        words
+    }
+}
+
+/// FTS5's `unicode61` tokens: runs of letters and digits.
+fn fts5_words(p: &str) -> std::str::Split<'_, fn(char) -> bool> {
+    p.split((|c: char| !c.is_alphanumeric()) as fn(char) -> bool)
+}
+
+/// PostgreSQL's words of a phrase, as `phraseto_tsquery` gets them: whitespace apart (its
+/// parser keeps an email or a URL whole).
+fn pg_words(p: &str) -> std::str::SplitWhitespace<'_> {
+    p.split_whitespace()
 }
 
 impl Store {
@@ -520,8 +559,6 @@ impl Store {
             return Ok(Vec::new());
         }
         with_pool!(self, read, |pool, pg| {
-            let phrases: Vec<&String> = terms.phrases().collect();
-            let fts5_quoted: Vec<String> = phrases.iter().map(|p| fts5_string(p)).collect();
             let rows = if pg {
                 // Both statements depend on the words for their plan (a common word is
                 // found fastest by walking the newest entries, a rare one through the GIN
@@ -533,12 +570,13 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
                 sqlx::query("SET LOCAL jit = off").execute(&mut *tx).await?;
-                let probe_sql = pg_common_sql(phrases.len());
+                let words = terms.probe_words(pg_words);
+                let probe_sql = pg_common_sql(words.len());
                 let mut probe = sqlx::query_scalar::<_, bool>(&probe_sql);
-                for p in &phrases {
-                    probe = probe.bind(p.as_str());
+                for w in words {
+                    probe = probe.bind(w);
                 }
-                let common = probe.fetch_one(&mut *tx).await?;
+                let common = !probe_sql.is_empty() && probe.fetch_one(&mut *tx).await?;
                 let (q, binds) = terms.tsquery(6);
                 let sql = pg_sql(&q, Plan::of(f, !common));
                 let mut query = sqlx::query(&sql)
@@ -554,12 +592,13 @@ impl Store {
                 tx.commit().await?;
                 rows
             } else {
-                let probe_sql = sqlite_common_sql(phrases.len());
+                let words = terms.probe_words(fts5_words);
+                let probe_sql = sqlite_common_sql(words.len());
                 let mut probe = sqlx::query_scalar::<_, bool>(&probe_sql);
-                for p in &fts5_quoted {
-                    probe = probe.bind(p.as_str());
+                for w in words {
+                    probe = probe.bind(fts5_string(w));
                 }
-                let common = probe.fetch_one(pool).await?;
+                let common = !probe_sql.is_empty() && probe.fetch_one(pool).await?;
                 let sql = sqlite_sql(Plan::of(f, !common));
                 sqlx::query(&sql)
                     .bind(f.status.as_deref())
@@ -685,6 +724,29 @@ mod tests {
             .collect::<Vec<_>>()
             .join(" ");
         assert_eq!(SearchTerms::parse(&q).tsquery(6).1.len(), MAX_PHRASES);
+    }
+
+    #[test]
+    fn the_probe_counts_each_indexed_word_once() {
+        let t = SearchTerms::parse(r#""order wrap" ada.lovelace@example.com OR order -wrap"#);
+        assert_eq!(
+            t.probe_words(fts5_words),
+            ["order", "wrap", "ada", "lovelace", "example", "com"]
+        );
+        assert_eq!(
+            t.probe_words(pg_words),
+            ["order", "wrap", "ada.lovelace@example.com"]
+        );
+        let many = (0..100)
+            .map(|i| format!("w{i}-x{i}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let t = SearchTerms::parse(&many);
+        assert_eq!(t.probe_words(fts5_words).len(), MAX_PHRASES);
+        assert_eq!(t.probe_words(fts5_words)[..3], ["w0", "x0", "w1"]);
+        assert!(SearchTerms::default().probe_words(fts5_words).is_empty());
+        assert_eq!(sqlite_common_sql(0), "");
+        assert_eq!(pg_common_sql(0), "");
     }
 
     #[test]
