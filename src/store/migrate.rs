@@ -97,6 +97,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0015_suggest_backfill.sql"),
         postgres: include_str!("../../migrations/postgres/0015_suggest_backfill.sql"),
     },
+    Migration {
+        version: 16,
+        name: "conversation_list",
+        sqlite: include_str!("../../migrations/sqlite/0016_conversation_list.sql"),
+        postgres: include_str!("../../migrations/postgres/0016_conversation_list.sql"),
+    },
 ];
 
 impl Store {
