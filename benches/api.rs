@@ -649,6 +649,8 @@ const HEAD: usize = 300;
 /// - 5% a last name alone (`Lovelace`: about 6,700 customers, by name and by email).
 ///
 /// `SEARCH_MIX=vocabulary` is the earlier mix: one word uniform over the vocabulary.
+/// `SEARCH_MIX=rare|head|head+rare|phrase|email|name|last` sends one class of the mix alone,
+/// in the order above, to see what each costs.
 fn search_queries(shape: &Shape, mix: Option<&str>) -> anyhow::Result<Vec<String>> {
     let vocab = vocabulary(shape.vocabulary);
     let head = &vocab[..HEAD.min(vocab.len())];
@@ -659,31 +661,48 @@ fn search_queries(shape: &Shape, mix: Option<&str>) -> anyhow::Result<Vec<String
         "vocabulary" => (0..n)
             .map(|_| vocab[rng.gen_range(0..vocab.len())].clone())
             .collect(),
-        "mixed" => (0..n)
-            .map(|_| {
-                let pick = |rng: &mut StdRng, v: &[String]| v[rng.gen_range(0..v.len())].clone();
-                let customer = |rng: &mut StdRng| {
-                    let i = rng.gen_range(0..shape.customers);
-                    customer_json(i, &first, &last, &domains)
-                };
-                match rng.gen_range(0..100) {
-                    0..50 => pick(&mut rng, &vocab),
-                    50..65 => pick(&mut rng, head),
-                    65..75 => format!("{} {}", pick(&mut rng, head), pick(&mut rng, &vocab)),
-                    75..80 => format!("\"{} {}\"", pick(&mut rng, head), pick(&mut rng, head)),
-                    80..90 => customer(&mut rng)["email"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_string(),
-                    90..95 => customer(&mut rng)["name"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_string(),
-                    _ => last[rng.gen_range(0..last.len())].to_string(),
-                }
-            })
-            .collect(),
-        other => anyhow::bail!("SEARCH_MIX `{other}`: mixed or vocabulary"),
+        kind @ ("mixed" | "rare" | "head" | "head+rare" | "phrase" | "email" | "name" | "last") => {
+            (0..n)
+                .map(|_| {
+                    let pick =
+                        |rng: &mut StdRng, v: &[String]| v[rng.gen_range(0..v.len())].clone();
+                    let customer = |rng: &mut StdRng| {
+                        let i = rng.gen_range(0..shape.customers);
+                        customer_json(i, &first, &last, &domains)
+                    };
+                    // One class alone (the mix's share of it): what each kind of query costs.
+                    let class = match kind {
+                        "rare" => 0,
+                        "head" => 50,
+                        "head+rare" => 65,
+                        "phrase" => 75,
+                        "email" => 80,
+                        "name" => 90,
+                        "last" => 95,
+                        _ => rng.gen_range(0..100),
+                    };
+                    match class {
+                        0..50 => pick(&mut rng, &vocab),
+                        50..65 => pick(&mut rng, head),
+                        65..75 => format!("{} {}", pick(&mut rng, head), pick(&mut rng, &vocab)),
+                        75..80 => format!("\"{} {}\"", pick(&mut rng, head), pick(&mut rng, head)),
+                        80..90 => customer(&mut rng)["email"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string(),
+                        90..95 => customer(&mut rng)["name"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string(),
+                        _ => last[rng.gen_range(0..last.len())].to_string(),
+                    }
+                })
+                .collect()
+        }
+        other => anyhow::bail!(
+            "SEARCH_MIX `{other}`: mixed, vocabulary, or one class of the mix: rare, head, \
+             head+rare, phrase, email, name, last"
+        ),
     };
     Ok(queries
         .into_iter()
