@@ -275,11 +275,35 @@ impl NodeLock {
     }
 }
 
+/// SQLite allocates through the C allocator (glibc here; the hub's Rust allocations go to
+/// mimalloc). Every temporary b-tree a statement opens (a materialised CTE, a sort, an
+/// automatic index) allocates its page cache in a ~90 KB block and frees it at the end of the
+/// statement; glibc then hands the top of that thread's arena back to the kernel (its trim
+/// threshold is 128 KB), and the next statement takes a page fault for every 4 KB of it
+/// again. perf on the 1M-message search bench: 6 % of all CPU in those faults, 10 % in page
+/// faults overall; with the arenas keeping up to 64 MB free at their top, 1.7 %. The memory
+/// stays with the process for its next statements instead of going back and forth.
+fn keep_c_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            // SAFETY: mallopt only sets glibc allocator parameters; it is safe to call at
+            // any time from any thread.
+            unsafe {
+                libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
+                libc::mallopt(libc::M_TOP_PAD, 1 << 20);
+            }
+        });
+    }
+}
+
 impl Store {
     /// Connects (creating the SQLite file and its folder if needed). Does not migrate.
     pub async fn connect(db: &DatabaseSettings) -> anyhow::Result<Store> {
         let url = db.url.as_str();
         if url.starts_with("sqlite:") {
+            keep_c_heap();
             let path = url
                 .trim_start_matches("sqlite://")
                 .trim_start_matches("sqlite:");
