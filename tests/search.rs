@@ -985,3 +985,44 @@ on_both_backends!(
     a_query_with_a_common_word_comes_back_newest_first,
     super::a_query_with_a_common_word_comes_back_newest_first
 );
+
+/// PostgreSQL: a word its statistics list as common comes back newest first without its
+/// matches being counted (a GIN count reads every match). Proven with stale statistics:
+/// analyzed while "parcel" was in more than RANKED_MAX entries, then all but five of them
+/// deleted. With the statistics gone, the count decides and the five are ranked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_statistics_mark_a_word_common_without_counting_it() {
+    let Some(app) = spawn_app_with(Db::Postgres, |s| s.pipeline.enabled = false).await else {
+        return;
+    };
+    store_messages(&app, RANKED_MAX as usize + 30, |i| {
+        format!("parcel number {i} is late")
+    })
+    .await;
+    let url = app.db.url.clone();
+    exec(Db::Postgres, &url, "ANALYZE timeline_entries").await;
+    exec(
+        Db::Postgres,
+        &url,
+        "DELETE FROM timeline_entries WHERE id NOT IN \
+         (SELECT id FROM timeline_entries ORDER BY id DESC LIMIT 5)",
+    )
+    .await;
+    let stale = items(&search(&app, &[("q", "parcel")]).await);
+    assert_eq!(stale.len(), 5, "{stale:?}");
+    assert!(stale.iter().all(|e| e["rank"] == 0.0), "{stale:?}");
+
+    exec(
+        Db::Postgres,
+        &url,
+        "DELETE FROM pg_statistic WHERE starelid = 'timeline_entries'::regclass",
+    )
+    .await;
+    let counted = items(&search(&app, &[("q", "parcel")]).await);
+    assert_eq!(counted.len(), 5, "{counted:?}");
+    assert!(
+        counted.iter().all(|e| e["rank"].as_f64().unwrap() > 0.0),
+        "{counted:?}"
+    );
+    app.stop().await;
+}
