@@ -61,12 +61,7 @@ trait KeyList: sqlx::Connection {
 }
 impl KeyList for sqlx::SqliteConnection {
     fn push_keys<'a>(qb: &mut QueryBuilder<'a, sqlx::Sqlite>, keys: &'a [String]) {
-        qb.push("(");
-        let mut sep = qb.separated(", ");
-        for k in keys {
-            sep.push_bind(k.as_str());
-        }
-        qb.push(")");
+        super::suggest::in_list!(qb, keys);
     }
 }
 impl KeyList for sqlx::PgConnection {
