@@ -124,6 +124,14 @@ pub struct PipelineSettings {
     /// The pipeline's share under a flood is about `yield_batch` per pause; the backlog is
     /// normalised at full speed once the flood ends.
     pub yield_pause_ms: u64,
+    /// A flood: at least this many webhook requests wait for a commit when a yielding batch
+    /// ends (a steady trickle leaves a handful; a provider's burst over many connections
+    /// leaves dozens). The pause after the batch is then `flood_pause_ms`: every writer hold
+    /// of the pipeline's holds up all of them.
+    pub flood_waiting: usize,
+    /// The pause after a yielding batch during a flood. The pipeline still advances,
+    /// `yield_batch` jobs per pause, and catches up at full speed when the flood ends.
+    pub flood_pause_ms: u64,
 }
 
 impl Default for PipelineSettings {
@@ -138,6 +146,8 @@ impl Default for PipelineSettings {
             idle_poll_ms: 250,
             yield_batch: 50,
             yield_pause_ms: 25,
+            flood_waiting: 32,
+            flood_pause_ms: 200,
         }
     }
 }
@@ -566,6 +576,18 @@ impl Settings {
                 "must be at most 10000",
             ));
         }
+        if self.pipeline.flood_pause_ms > 10_000 {
+            return Err(ConfigError::new(
+                "pipeline.flood_pause_ms",
+                "must be at most 10000",
+            ));
+        }
+        if self.pipeline.flood_waiting == 0 {
+            return Err(ConfigError::new(
+                "pipeline.flood_waiting",
+                "must be at least 1",
+            ));
+        }
         if self.pipeline.max_attempts < 1 {
             return Err(ConfigError::new(
                 "pipeline.max_attempts",
@@ -676,6 +698,10 @@ mod tests {
         assert_eq!(e.key, "pipeline.yield_batch");
         let e = from_str("[pipeline]\nyield_pause_ms = 60000", &[]).unwrap_err();
         assert_eq!(e.key, "pipeline.yield_pause_ms");
+        let e = from_str("[pipeline]\nflood_pause_ms = 60000", &[]).unwrap_err();
+        assert_eq!(e.key, "pipeline.flood_pause_ms");
+        let e = from_str("[pipeline]\nflood_waiting = 0", &[]).unwrap_err();
+        assert_eq!(e.key, "pipeline.flood_waiting");
         let s = from_str("", &env(&[("SWITCHBOARD_PIPELINE__YIELD_PAUSE_MS", "40")])).unwrap();
         assert_eq!(s.pipeline.yield_pause_ms, 40);
         let e = from_str("[poller]\nlease_seconds = 0", &[]).unwrap_err();

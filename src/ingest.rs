@@ -50,7 +50,12 @@ const ACTIVE_MS: i64 = 100;
 impl IngestPressure {
     /// Some request is waiting for a commit now.
     pub fn waiting(&self) -> bool {
-        self.pending.load(Ordering::Relaxed) > 0
+        self.waiting_now() > 0
+    }
+
+    /// How many requests wait for a commit now.
+    pub fn waiting_now(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
     }
 
     /// A request waits now or started within the last 100 ms. A single reading of `pending`

@@ -36,9 +36,12 @@ async fn pipeline_keeps_draining_while_ingest_pressure_never_drops(db: Db) {
         })
         .collect();
     store.insert_raw_events(&events).await.unwrap();
-    // Webhooks "always waiting": the worker yields, but must still make progress.
+    // Webhooks "always waiting", as many as in a flood: the worker yields, but must still
+    // make progress.
+    let mut s = s;
+    s.pipeline.flood_pause_ms = 50;
     let pressure = switchboard::ingest::IngestPressure {
-        pending: Arc::new(AtomicUsize::new(5)),
+        pending: Arc::new(AtomicUsize::new(s.pipeline.flood_waiting)),
         ..Default::default()
     };
     let metrics = Arc::new(Metrics::new(["api"]));

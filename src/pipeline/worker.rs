@@ -13,6 +13,21 @@ use crate::registry::Registry;
 use crate::store::{is_unavailable, now_ms, ClaimedJob, PreparedEvent, Store};
 use switchboard_core::EventBody;
 
+/// The pause after a batch taken while ingest was active (`busy`), given how many webhook
+/// requests wait for a commit when it ends: none (the writer is free), `yield_pause_ms` for
+/// a few, `flood_pause_ms` from `flood_waiting` on. Each of the pipeline's writer holds
+/// delays every waiting request's commit, so the more wait, the rarer the holds; the
+/// pipeline still takes `yield_batch` jobs per pause and never starves.
+fn yield_pause(cfg: &PipelineSettings, busy: bool, waiting: usize) -> Option<Duration> {
+    if !busy || waiting == 0 {
+        None
+    } else if waiting >= cfg.flood_waiting {
+        Some(Duration::from_millis(cfg.flood_pause_ms))
+    } else {
+        Some(Duration::from_millis(cfg.yield_pause_ms))
+    }
+}
+
 pub struct Pipeline {
     store: Store,
     registry: Registry,
@@ -57,8 +72,9 @@ impl Pipeline {
         self.ingest_pressure.as_ref().is_some_and(|p| p.active())
     }
 
-    fn ingest_waiting(&self) -> bool {
-        self.ingest_pressure.as_ref().is_some_and(|p| p.waiting())
+    /// Webhook requests waiting for a commit right now (0 without ingest on this node).
+    fn ingest_waiting(&self) -> usize {
+        self.ingest_pressure.as_ref().map_or(0, |p| p.waiting_now())
     }
 
     /// Whether this node runs the worker (`pipeline.enabled`).
@@ -91,8 +107,8 @@ impl Pipeline {
             };
             match self.run_batch(limit).await {
                 Ok(n) if n > 0 => {
-                    if busy && self.ingest_waiting() {
-                        tokio::time::sleep(Duration::from_millis(self.cfg.yield_pause_ms)).await;
+                    if let Some(pause) = yield_pause(&self.cfg, busy, self.ingest_waiting()) {
+                        tokio::time::sleep(pause).await;
                     }
                     continue;
                 }
@@ -341,5 +357,29 @@ impl Pipeline {
             .min(self.cfg.max_backoff_ms);
         let jitter = rand::thread_rng().gen_range(0.8..1.2);
         (base as f64 * jitter) as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pause_after_a_yielding_batch_grows_with_the_webhooks_waiting() {
+        let cfg = PipelineSettings::default();
+        let (few, flood) = (
+            Some(Duration::from_millis(cfg.yield_pause_ms)),
+            Some(Duration::from_millis(cfg.flood_pause_ms)),
+        );
+        // Ingest quiet, or nobody waiting: no pause.
+        assert_eq!(yield_pause(&cfg, false, 64), None);
+        assert_eq!(yield_pause(&cfg, true, 0), None);
+        // A trickle: the short pause.
+        assert_eq!(yield_pause(&cfg, true, 1), few);
+        assert_eq!(yield_pause(&cfg, true, cfg.flood_waiting - 1), few);
+        // A flood: the long one.
+        assert_eq!(yield_pause(&cfg, true, cfg.flood_waiting), flood);
+        assert_eq!(yield_pause(&cfg, true, 1_000), flood);
+        assert!(cfg.flood_pause_ms > cfg.yield_pause_ms);
     }
 }
