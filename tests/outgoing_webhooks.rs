@@ -638,6 +638,51 @@ on_both_backends!(
     super::subscriptions_are_admin_only_and_validated
 );
 
+async fn without_subscriptions_fan_out_reads_no_events_and_jumps_the_cursor_a_batch_behind(db: Db) {
+    let Some(app) = spawn_app_with(db, |s| {
+        fast(s);
+        s.webhooks.enabled = false;
+    })
+    .await
+    else {
+        return;
+    };
+    let start = app.store.webhook_fanout_cursor().await.unwrap();
+    app.conversation("t1", "ada@example.com").await;
+    let latest = app.store.latest_event_id().await.unwrap();
+    assert!(latest > start);
+    let behind = (latest - start) as usize;
+    // Less than a batch behind: nothing consumed, the cursor stays.
+    assert_eq!(app.store.fan_out_events(behind + 1).await.unwrap(), (0, 0));
+    assert_eq!(app.store.webhook_fanout_cursor().await.unwrap(), start);
+    // A whole batch behind: the cursor jumps to the latest event, no delivery is made.
+    assert_eq!(app.store.fan_out_events(behind).await.unwrap(), (0, 0));
+    assert_eq!(app.store.webhook_fanout_cursor().await.unwrap(), latest);
+    assert_eq!(app.store.count("webhook_deliveries").await.unwrap(), 0);
+
+    // A subscription made now gets the next event, once.
+    let hook = Hook::start(&[], Answer::Ok).await;
+    let (sub, _) = subscribe(&app, &hook.url, &["message.created"]).await;
+    app.conversation("t2", "bob@example.com").await;
+    let (_, created) = app.store.fan_out_events(500).await.unwrap();
+    assert_eq!(created, 1);
+    let ds = app
+        .store
+        .list_deliveries(&sub, None, None, 100)
+        .await
+        .unwrap();
+    assert_eq!(ds.len(), 1);
+    assert_eq!(
+        app.store.webhook_fanout_cursor().await.unwrap(),
+        app.store.latest_event_id().await.unwrap()
+    );
+    app.stop().await;
+}
+on_both_backends!(
+    without_subscriptions_fan_out_reads_no_events_and_jumps_the_cursor_a_batch_behind,
+    super::without_subscriptions_fan_out_reads_no_events_and_jumps_the_cursor_a_batch_behind
+);
+
 async fn the_fan_out_cursor_survives_a_restart(db: Db) {
     // The dispatcher is off: fan-out is driven by hand.
     let Some(app) = spawn_app_with(db, |s| {

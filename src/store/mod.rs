@@ -748,6 +748,7 @@ impl Store {
             "conversations",
             "timeline_entries",
             "api_tokens",
+            "webhook_deliveries",
         ];
         anyhow::ensure!(TABLES.contains(&table), "unknown table {table}");
         with_pool!(self, read, |pool, pg| {

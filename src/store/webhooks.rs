@@ -348,14 +348,38 @@ impl Store {
         })
     }
 
+    /// Whether any subscription is active (paused ones count: their deliveries wait).
+    pub async fn any_active_subscription(&self) -> Result<bool, StoreError> {
+        with_pool!(self, read, |pool, pg| {
+            let r =
+                sqlx::query("SELECT EXISTS (SELECT 1 FROM webhook_subscriptions WHERE active = 1)")
+                    .fetch_one(pool)
+                    .await?;
+            Ok(r.try_get::<bool, _>(0)?)
+        })
+    }
+
     /// Fans out up to `batch` events after the stored cursor into deliveries for matching
     /// active subscriptions (paused ones included: their deliveries wait), advancing the
     /// cursor in the same transaction. Returns (events consumed, deliveries created).
+    ///
+    /// With no active subscription nothing is delivered, and the events are not read: the
+    /// cursor stays until it lags a whole `batch` behind, then jumps to the latest event in
+    /// one small write. SQLite has one writer, shared with webhook ingest; a subscription
+    /// created later starts after the latest event of its creation, so the jump skips
+    /// nothing it would get, and the scan up to it is at most one batch.
     pub async fn fan_out_events(&self, batch: usize) -> Result<(usize, usize), StoreError> {
         // Cheap look first, on the read side: most ticks have nothing to do, and SQLite has
         // one writer.
         let cursor = self.webhook_fanout_cursor().await?;
-        if self.latest_event_id().await? <= cursor {
+        let latest = self.latest_event_id().await?;
+        if latest <= cursor {
+            return Ok((0, 0));
+        }
+        if !self.any_active_subscription().await? {
+            if latest - cursor >= batch.max(1) as i64 {
+                self.skip_fan_out_to_latest().await?;
+            }
             return Ok((0, 0));
         }
         let now = now_ms();
@@ -471,6 +495,36 @@ impl Store {
             tx.commit().await?;
             Ok((consumed, new.len()))
         })
+    }
+
+    /// Moves the fan-out cursor to the latest event, if still no subscription is active.
+    /// The latest id is read before the subscriptions: one created after that read starts
+    /// after an event at least that late (PostgreSQL reads each statement afresh).
+    async fn skip_fan_out_to_latest(&self) -> Result<(), StoreError> {
+        with_pool!(self, write, |pool, pg| {
+            let mut tx = begin_write!(pool, pg)?;
+            let latest: i64 = sqlx::query("SELECT COALESCE(MAX(id), 0) FROM events")
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get(0)?;
+            let active: bool =
+                sqlx::query("SELECT EXISTS (SELECT 1 FROM webhook_subscriptions WHERE active = 1)")
+                    .fetch_one(&mut *tx)
+                    .await?
+                    .try_get(0)?;
+            if !active {
+                sqlx::query(
+                    "INSERT INTO webhook_fanout (id, last_event_id) VALUES (1, $1) \
+                     ON CONFLICT (id) DO UPDATE SET last_event_id = excluded.last_event_id \
+                     WHERE webhook_fanout.last_event_id < excluded.last_event_id",
+                )
+                .bind(latest)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
     }
 
     /// Claims up to `limit` due deliveries of active, unpaused subscriptions for `lease_ms`.

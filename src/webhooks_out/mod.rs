@@ -91,7 +91,8 @@ impl Dispatcher {
             }
             let free = permits.available_permits();
             let mut claimed = 0;
-            if free > 0 {
+            // Claiming is a write; with no active subscription there is nothing to claim.
+            if free > 0 && self.store.any_active_subscription().await.unwrap_or(true) {
                 match self
                     .store
                     .claim_deliveries(free, now_ms(), self.lease_ms())
