@@ -288,6 +288,11 @@ SMOKE_FILE="$WORK/smoke.tsv"
 log "generating $REQUESTS signed requests (run id $RUN_ID)"
 python3 "$BENCH/gen_requests.py" "$REQUESTS" --run "$RUN_ID" --secret "$SECRET" -o "$REQ_FILE"
 python3 "$BENCH/gen_requests.py" 1 --run "$RUN_ID-smoke" --secret "$SECRET" -o "$SMOKE_FILE"
+# The request file is ~800 MB of dirty page cache: written back while the hub runs, it
+# would hold up the hub's fsyncs for up to seconds (ext4), which is the file's cost, not the
+# hub's. Write it out first.
+log "flushing the request file to disk"
+sync
 
 # ------------------------------------------------------------------ 3. noop baseline
 # The noop server does not deduplicate, so the baseline may wrap around the
