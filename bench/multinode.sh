@@ -163,6 +163,8 @@ per_node=$(( REQUESTS / NODES + 1 ))
 for ((i = 1; i <= NODES; i++)); do
     python3 "$BENCH/gen_requests.py" "$per_node" --run "$RUN_ID-n$i" --secret "$SECRET" -o "$WORK/n$i.tsv"
 done
+# Written back during a phase, the request files would hold up the database's fsyncs.
+sync
 
 # Phase 1: one node, all connections.
 fresh_db
