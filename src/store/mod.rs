@@ -78,6 +78,7 @@ enum Pools {
 pub struct Store {
     pools: Pools,
     tokens: Arc<TokenCache>,
+    common_words: Arc<search::CommonWords>,
 }
 
 /// Recently verified API tokens, so a request does not pay a database round trip just to
@@ -353,6 +354,7 @@ impl Store {
             Ok(Store {
                 pools: Pools::Sqlite { write, read },
                 tokens: Arc::default(),
+                common_words: Arc::default(),
             })
         } else {
             let opts = PgConnectOptions::from_str(url).context("database.url")?;
@@ -365,6 +367,7 @@ impl Store {
             Ok(Store {
                 pools: Pools::Postgres(pool),
                 tokens: Arc::default(),
+                common_words: Arc::default(),
             })
         }
     }

@@ -285,10 +285,11 @@ const ORDER: &str = "score DESC, type, entry_id DESC, customer_id";
 /// [`ORDER`] on the `page` alias.
 const ORDER_P: &str = "p.score DESC, p.type, p.entry_id DESC, p.customer_id";
 
-/// Whether any of the query's words (FTS5 strings, bound from `$1`) is in more than
+/// For each of the query's words (FTS5 strings, bound from `$1`), whether it is in more than
 /// [`RANKED_MAX`] entries; each count stops there. Words, not phrases: counting a phrase
 /// of two common words that is itself rare (`"order wrap"`) reads both words' whole
-/// position lists, and ranking it would read them again for bm25's IDF.
+/// position lists, and ranking it would read them again for bm25's IDF. One column per
+/// word, so that each answer can be remembered ([`CommonWords`]).
 fn sqlite_common_sql(words: usize) -> String {
     let probes: Vec<String> = (1..=words)
         .map(|i| {
@@ -302,7 +303,60 @@ fn sqlite_common_sql(words: usize) -> String {
     if probes.is_empty() {
         return String::new();
     }
-    format!("SELECT {}", probes.join(" OR "))
+    format!("SELECT {}", probes.join(", "))
+}
+
+/// Which words are common, as the last probe found, for [`CommonWords::TTL`]: most searches
+/// repeat words searched a moment ago, and the probe is a statement of its own (on
+/// PostgreSQL a look at the planner's statistics, or a GIN count). An answer a minute old is
+/// still right for the choice it makes (ranked or newest first): a word crosses
+/// [`RANKED_MAX`] entries slowly, and either order returns the same matches.
+#[derive(Debug, Default)]
+pub(crate) struct CommonWords {
+    inner: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, bool)>>,
+}
+
+impl CommonWords {
+    const TTL: std::time::Duration = std::time::Duration::from_secs(60);
+    /// Words remembered at most; a full map drops its expired answers, then everything.
+    const MAX: usize = 20_000;
+
+    fn get(&self, word: &str) -> Option<bool> {
+        let map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(word)
+            .filter(|(at, _)| at.elapsed() < Self::TTL)
+            .map(|(_, common)| *common)
+    }
+
+    fn put(&self, word: &str, common: bool) {
+        let mut map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= Self::MAX && !map.contains_key(word) {
+            map.retain(|_, (at, _)| at.elapsed() < Self::TTL);
+            if map.len() >= Self::MAX {
+                map.clear();
+            }
+        }
+        map.insert(word.to_owned(), (std::time::Instant::now(), common));
+    }
+
+    /// Forgets every answer (tests that change what is common).
+    pub(crate) fn clear(&self) {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
+/// The words of a query still to be probed: `None` when a remembered answer already
+/// decides (a common word: newest first), else the unknown words (none: ranked).
+fn unknown_words<'a>(cache: &CommonWords, words: Vec<&'a str>) -> Option<Vec<&'a str>> {
+    let mut unknown = Vec::new();
+    for w in words {
+        match cache.get(w) {
+            Some(true) => return None,
+            Some(false) => {}
+            None => unknown.push(w),
+        }
+    }
+    Some(unknown)
 }
 
 fn sqlite_sql(plan: Plan) -> String {
@@ -426,14 +480,24 @@ const PG_CUSTOMER_HEADLINE: &str =
 /// a word in 31,000 of 1M entries. So the planner's statistics go first: `ANALYZE` keeps the
 /// most common lexemes of `search_tsv` with their frequencies (`pg_stats.most_common_elems`),
 /// and a word listed there in more than [`RANKED_MAX`] rows is common without reading the
-/// index (under 1 ms). Unlisted words, or no statistics yet, are counted as before; each
-/// probe is a lazily evaluated subquery, run only when the ones before it said no.
+/// index (under 1 ms). Unlisted words, or no statistics yet, are counted as before (the
+/// count is a lazily evaluated subquery, run only when the statistics said no). One column
+/// per word, as on SQLite.
 fn pg_common_sql(words: usize) -> String {
     let probes: Vec<String> = (1..=words)
         .map(|i| {
+            let known = format!(
+                "EXISTS (SELECT 1 FROM pg_stats s, \
+                   unnest(s.most_common_elems::text::text[], s.most_common_elem_freqs) AS m(lexeme, freq) \
+                 WHERE s.schemaname = current_schema() AND s.tablename = 'timeline_entries' \
+                   AND s.attname = 'search_tsv' \
+                   AND m.freq * greatest((SELECT reltuples FROM pg_class \
+                                          WHERE oid = 'timeline_entries'::regclass), 0) > {RANKED_MAX} \
+                   AND m.lexeme = ANY (tsvector_to_array(to_tsvector('simple', ${i}))))"
+            );
             format!(
-                "(SELECT count(*) FROM (SELECT 1 FROM timeline_entries \
-                  WHERE search_tsv @@ phraseto_tsquery('simple', ${i}) LIMIT {}) x) > {RANKED_MAX}",
+                "({known} OR (SELECT count(*) FROM (SELECT 1 FROM timeline_entries \
+                  WHERE search_tsv @@ phraseto_tsquery('simple', ${i}) LIMIT {}) x) > {RANKED_MAX})",
                 RANKED_MAX + 1
             )
         })
@@ -441,18 +505,7 @@ fn pg_common_sql(words: usize) -> String {
     if probes.is_empty() {
         return String::new();
     }
-    let all: Vec<String> = (1..=words).map(|i| format!("${i}")).collect();
-    let known = format!(
-        "EXISTS (SELECT 1 FROM pg_stats s, \
-           unnest(s.most_common_elems::text::text[], s.most_common_elem_freqs) AS m(lexeme, freq) \
-         WHERE s.schemaname = current_schema() AND s.tablename = 'timeline_entries' \
-           AND s.attname = 'search_tsv' \
-           AND m.freq * greatest((SELECT reltuples FROM pg_class \
-                                  WHERE oid = 'timeline_entries'::regclass), 0) > {RANKED_MAX} \
-           AND m.lexeme = ANY (tsvector_to_array(to_tsvector('simple', concat_ws(' ', {})))))",
-        all.join(", ")
-    );
-    format!("SELECT {known} OR {}", probes.join(" OR "))
+    format!("SELECT {}", probes.join(", "))
 }
 
 fn pg_sql(q: &str, plan: Plan) -> String {
@@ -564,6 +617,45 @@ fn pg_words(p: &str) -> std::str::SplitWhitespace<'_> {
 }
 
 impl Store {
+    /// Runs a per-word probe (`sql`, one bool column per word) and remembers each answer;
+    /// true when any word is common. No words: false, without a statement.
+    async fn probe<'e, E, DB>(
+        &self,
+        exec: E,
+        sql: &str,
+        words: &[&str],
+        bind: fn(&str) -> String,
+    ) -> anyhow::Result<bool>
+    where
+        E: sqlx::Executor<'e, Database = DB>,
+        DB: sqlx::Database,
+        for<'q> <DB as sqlx::Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+        String: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        bool: for<'r> sqlx::Decode<'r, DB> + sqlx::Type<DB>,
+        usize: sqlx::ColumnIndex<DB::Row>,
+    {
+        if words.is_empty() {
+            return Ok(false);
+        }
+        let mut q = sqlx::query(sql);
+        for w in words {
+            q = q.bind(bind(w));
+        }
+        let row = q.fetch_one(exec).await?;
+        let mut any = false;
+        for (i, w) in words.iter().enumerate() {
+            let common: bool = row.try_get(i)?;
+            self.common_words.put(w, common);
+            any |= common;
+        }
+        Ok(any)
+    }
+
+    /// Forgets which words the probes found common (see [`CommonWords`]).
+    pub fn forget_common_words(&self) {
+        self.common_words.clear();
+    }
+
     /// One page of results: ranked best first when no word of the query is common (see
     /// [`RANKED_MAX`]), newest first otherwise (every entry's rank is then 0); ties:
     /// customers, then newer entries. Pages are by offset: relevance has no stable keyset.
@@ -586,13 +678,15 @@ impl Store {
                 // compiling a statement that runs for milliseconds costs more than it saves.
                 let mut tx = pool.begin().await?;
                 sqlx::query("SET LOCAL jit = off").execute(&mut *tx).await?;
-                let words = terms.probe_words(pg_words);
-                let probe_sql = pg_common_sql(words.len());
-                let mut probe = sqlx::query_scalar::<_, bool>(&probe_sql);
-                for w in words {
-                    probe = probe.bind(w);
-                }
-                let common = !probe_sql.is_empty() && probe.fetch_one(&mut *tx).await?;
+                let common = match unknown_words(&self.common_words, terms.probe_words(pg_words)) {
+                    None => true,
+                    Some(words) => {
+                        self.probe(&mut *tx, &pg_common_sql(words.len()), &words, |w| {
+                            w.to_owned()
+                        })
+                        .await?
+                    }
+                };
                 sqlx::query("SET LOCAL plan_cache_mode = force_custom_plan")
                     .execute(&mut *tx)
                     .await?;
@@ -611,13 +705,16 @@ impl Store {
                 tx.commit().await?;
                 rows
             } else {
-                let words = terms.probe_words(fts5_words);
-                let probe_sql = sqlite_common_sql(words.len());
-                let mut probe = sqlx::query_scalar::<_, bool>(&probe_sql);
-                for w in words {
-                    probe = probe.bind(fts5_string(w));
-                }
-                let common = !probe_sql.is_empty() && probe.fetch_one(pool).await?;
+                let common = match unknown_words(&self.common_words, terms.probe_words(fts5_words))
+                {
+                    None => true,
+                    Some(words) => {
+                        self.probe(pool, &sqlite_common_sql(words.len()), &words, |w| {
+                            fts5_string(w)
+                        })
+                        .await?
+                    }
+                };
                 let sql = sqlite_sql(Plan::of(f, !common));
                 sqlx::query(&sql)
                     .bind(f.status.as_deref())
