@@ -15,6 +15,10 @@ use super::{begin_write, now_ms, with_pool, Pools, Store};
 
 use super::events::PG_GAP_GRACE_MS;
 
+/// Whether any subscription is active (paused ones count: their deliveries wait).
+const ANY_ACTIVE_SUBSCRIPTION: &str =
+    "SELECT EXISTS (SELECT 1 FROM webhook_subscriptions WHERE active = 1)";
+
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct WebhookSubscription {
     pub id: String,
@@ -351,10 +355,7 @@ impl Store {
     /// Whether any subscription is active (paused ones count: their deliveries wait).
     pub async fn any_active_subscription(&self) -> Result<bool, StoreError> {
         with_pool!(self, read, |pool, pg| {
-            let r =
-                sqlx::query("SELECT EXISTS (SELECT 1 FROM webhook_subscriptions WHERE active = 1)")
-                    .fetch_one(pool)
-                    .await?;
+            let r = sqlx::query(ANY_ACTIVE_SUBSCRIPTION).fetch_one(pool).await?;
             Ok(r.try_get::<bool, _>(0)?)
         })
     }
@@ -507,11 +508,10 @@ impl Store {
                 .fetch_one(&mut *tx)
                 .await?
                 .try_get(0)?;
-            let active: bool =
-                sqlx::query("SELECT EXISTS (SELECT 1 FROM webhook_subscriptions WHERE active = 1)")
-                    .fetch_one(&mut *tx)
-                    .await?
-                    .try_get(0)?;
+            let active: bool = sqlx::query(ANY_ACTIVE_SUBSCRIPTION)
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get(0)?;
             if !active {
                 sqlx::query(
                     "INSERT INTO webhook_fanout (id, last_event_id) VALUES (1, $1) \
