@@ -486,17 +486,10 @@ const PG_CUSTOMER_HEADLINE: &str =
 fn pg_common_sql(words: usize) -> String {
     let probes: Vec<String> = (1..=words)
         .map(|i| {
-            let known = format!(
-                "EXISTS (SELECT 1 FROM pg_stats s, \
-                   unnest(s.most_common_elems::text::text[], s.most_common_elem_freqs) AS m(lexeme, freq) \
-                 WHERE s.schemaname = current_schema() AND s.tablename = 'timeline_entries' \
-                   AND s.attname = 'search_tsv' \
-                   AND m.freq * greatest((SELECT reltuples FROM pg_class \
-                                          WHERE oid = 'timeline_entries'::regclass), 0) > {RANKED_MAX} \
-                   AND m.lexeme = ANY (tsvector_to_array(to_tsvector('simple', ${i}))))"
-            );
             format!(
-                "({known} OR (SELECT count(*) FROM (SELECT 1 FROM timeline_entries \
+                "(EXISTS (SELECT 1 FROM known \
+                   WHERE lexeme = ANY (tsvector_to_array(to_tsvector('simple', ${i})))) \
+                  OR (SELECT count(*) FROM (SELECT 1 FROM timeline_entries \
                   WHERE search_tsv @@ phraseto_tsquery('simple', ${i}) LIMIT {}) x) > {RANKED_MAX})",
                 RANKED_MAX + 1
             )
@@ -505,7 +498,17 @@ fn pg_common_sql(words: usize) -> String {
     if probes.is_empty() {
         return String::new();
     }
-    format!("SELECT {}", probes.join(", "))
+    // Read once per statement (a CTE used more than once is materialized).
+    format!(
+        "WITH known AS (SELECT m.lexeme FROM pg_stats s, \
+           unnest(s.most_common_elems::text::text[], s.most_common_elem_freqs) AS m(lexeme, freq) \
+         WHERE s.schemaname = current_schema() AND s.tablename = 'timeline_entries' \
+           AND s.attname = 'search_tsv' \
+           AND m.freq * greatest((SELECT reltuples FROM pg_class \
+                                  WHERE oid = 'timeline_entries'::regclass), 0) > {RANKED_MAX}) \
+         SELECT {}",
+        probes.join(", ")
+    )
 }
 
 fn pg_sql(q: &str, plan: Plan) -> String {
