@@ -240,10 +240,14 @@ async fn graceful_shutdown_commits_every_acknowledged_event(db: Db) {
         return;
     };
     let url = app.addr.clone();
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for i in 0..50 {
         let url = url.clone();
+        let answered = answered.clone();
         tasks.push(tokio::spawn(async move {
+            // Spread out, so that shutdown begins while later ones are still on their way.
+            tokio::time::sleep(std::time::Duration::from_millis(i * 2)).await;
             let body =
                 serde_json::to_vec(&json!({"id": format!("s{i}"), "text": "x", "thread": "t"}))
                     .unwrap();
@@ -253,10 +257,18 @@ async fn graceful_shutdown_commits_every_acknowledged_event(db: Db) {
                 .body(body)
                 .send()
                 .await;
+            answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             matches!(r, Ok(r) if r.status() == 200).then_some(i)
         }));
     }
-    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    // Shut down once the first answers are in, with the rest still being sent: waiting for
+    // an answer (not a fixed time) keeps a slow machine from stopping before any arrived.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while answered.load(std::sync::atomic::Ordering::SeqCst) < 5
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
     let tdb = app.stop().await;
     let mut acked = Vec::new();
     for t in tasks {

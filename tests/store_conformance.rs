@@ -135,6 +135,42 @@ on_both_backends!(
     super::claimed_jobs_are_not_claimed_again_until_their_lease_expires
 );
 
+async fn a_claim_whose_answer_was_lost_is_given_back_by_its_lease_end(db: Db) {
+    let Some((s, _t)) = store(db).await else {
+        return;
+    };
+    s.insert_raw_events(&[raw("a", "1"), raw("a", "2"), raw("a", "3")])
+        .await
+        .unwrap();
+    let now = now_ms();
+    // Two claims with different lease ends (tokens); the first one's answer is "lost".
+    let lost = s.claim_jobs(2, now, 60_000).await.unwrap();
+    let kept = s.claim_jobs(1, now, 60_001).await.unwrap();
+    assert_eq!((lost.len(), kept.len()), (2, 1));
+    assert_eq!(s.release_claim(now + 60_000).await.unwrap(), 2);
+    let q = s.queue_stats().await.unwrap();
+    assert_eq!(
+        (q.queued, q.running),
+        (2, 1),
+        "the other claim is left alone"
+    );
+    let again = s.claim_jobs(10, now, 60_000).await.unwrap();
+    let mut ids: Vec<i64> = again.iter().map(|j| j.id).collect();
+    ids.sort();
+    let mut lost_ids: Vec<i64> = lost.iter().map(|j| j.id).collect();
+    lost_ids.sort();
+    assert_eq!(ids, lost_ids, "the released jobs are claimable at once");
+    assert!(
+        again.iter().all(|j| j.attempts == 1),
+        "the lost claim's attempt is returned"
+    );
+    s.close().await;
+}
+on_both_backends!(
+    a_claim_whose_answer_was_lost_is_given_back_by_its_lease_end,
+    super::a_claim_whose_answer_was_lost_is_given_back_by_its_lease_end
+);
+
 async fn failed_jobs_wait_for_their_retry_time_or_park_dead(db: Db) {
     let Some((s, _t)) = store(db).await else {
         return;

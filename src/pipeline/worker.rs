@@ -40,6 +40,8 @@ pub struct Pipeline {
     /// one whenever webhooks are waiting for a commit, so acknowledging providers comes first;
     /// it still gets a guaranteed share, so it never starves.
     ingest_pressure: Option<crate::ingest::IngestPressure>,
+    /// The last claim's lease end (`lease_token`).
+    last_lease: std::sync::atomic::AtomicI64,
 }
 
 impl Pipeline {
@@ -59,6 +61,7 @@ impl Pipeline {
             metrics,
             wake,
             ingest_pressure: None,
+            last_lease: std::sync::atomic::AtomicI64::new(0),
         }
     }
 
@@ -66,6 +69,20 @@ impl Pipeline {
     pub fn yield_to_ingest(mut self, pressure: crate::ingest::IngestPressure) -> Pipeline {
         self.ingest_pressure = Some(pressure);
         self
+    }
+
+    /// The lease end for a claim, which doubles as the claim's token: strictly after the
+    /// last one this worker used, plus up to a second at random so that workers on other
+    /// nodes claiming in the same millisecond hardly ever share it (if they did, a release
+    /// would only make the other's job run twice, which applying tolerates).
+    fn lease_token(&self, lease_end: i64) -> i64 {
+        let jitter = rand::thread_rng().gen_range(0..1000);
+        let want = lease_end + jitter;
+        let prev = self
+            .last_lease
+            .fetch_update(Relaxed, Relaxed, |last| Some(want.max(last + 1)))
+            .unwrap_or_else(|last| last);
+        want.max(prev + 1)
     }
 
     fn ingest_active(&self) -> bool {
@@ -155,17 +172,24 @@ impl Pipeline {
 
     async fn run_batch(&self, limit: usize) -> anyhow::Result<usize> {
         let now = now_ms();
-        let lease_ms = self.cfg.lease_secs as i64 * 1000;
-        let jobs = self.store.claim_jobs(limit, now, lease_ms).await?;
+        let lease_end = self.lease_token(now + self.cfg.lease_secs as i64 * 1000);
+        let jobs = match self.store.claim_jobs(limit, now, lease_end - now).await {
+            Ok(jobs) => jobs,
+            Err(e) => {
+                // The claim may have committed with its answer lost: its lease end is its
+                // token, so whatever it took is given back without knowing the ids.
+                self.release_on_outage(None, lease_end, &e).await;
+                return Err(e);
+            }
+        };
         if jobs.is_empty() {
             return Ok(0);
         }
-        let lease_end = now + lease_ms;
         let ids: Vec<i64> = jobs.iter().map(|j| j.raw_event_id).collect();
         let raws: HashMap<i64, _> = match self.store.load_raw_events(&ids).await {
             Ok(raws) => raws.into_iter().map(|r| (r.id, r)).collect(),
             Err(e) => {
-                self.release_on_outage(&jobs, lease_end, &e).await;
+                self.release_on_outage(Some(&jobs), lease_end, &e).await;
                 return Err(e);
             }
         };
@@ -240,7 +264,7 @@ impl Pipeline {
             Err(e) if is_unavailable(&e) => {
                 // The database went away mid-batch: no event is at fault, so no attempt is
                 // spent, and the claims are given back as soon as the database answers.
-                self.release_on_outage(&jobs, lease_end, &e).await;
+                self.release_on_outage(Some(&jobs), lease_end, &e).await;
                 return Err(e);
             }
             Err(e) if prepared.len() > 1 => {
@@ -274,15 +298,26 @@ impl Pipeline {
     /// After a database outage interrupted a batch: gives the claims back (attempts returned)
     /// once the database answers again, retrying with backoff until their lease would end
     /// anyway. Without this they would sit claimed for the whole lease after the outage.
-    async fn release_on_outage(&self, jobs: &[ClaimedJob], lease_end: i64, e: &anyhow::Error) {
+    /// `jobs` is `None` when the claim itself failed: then every job claimed with this lease
+    /// end (the claim's token, see `lease_token`) is given back.
+    async fn release_on_outage(
+        &self,
+        jobs: Option<&[ClaimedJob]>,
+        lease_end: i64,
+        e: &anyhow::Error,
+    ) {
         if !is_unavailable(e) {
             return; // the lease sweep takes care of anything else
         }
-        tracing::warn!(error = %e, jobs = jobs.len(), "database unavailable mid-batch; releasing the claims when it is back");
-        let ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
+        tracing::warn!(error = %e, jobs = jobs.map(|j| j.len()), "database unavailable mid-batch; releasing the claims when it is back");
+        let ids: Option<Vec<i64>> = jobs.map(|jobs| jobs.iter().map(|j| j.id).collect());
         let mut pause = Duration::from_millis(100);
         while now_ms() + (pause.as_millis() as i64) < lease_end {
-            match self.store.release_jobs(&ids, lease_end).await {
+            let released = match &ids {
+                Some(ids) => self.store.release_jobs(ids, lease_end).await,
+                None => self.store.release_claim(lease_end).await,
+            };
+            match released {
                 Ok(n) => {
                     tracing::info!(jobs = n, "claims released after a database outage");
                     return;

@@ -492,6 +492,24 @@ impl Store {
         Ok(released)
     }
 
+    /// Gives back every job claimed with the lease ending at `locked_until` (the claim's
+    /// token), when the claiming statement's answer was lost to a database outage: the
+    /// claim may have committed without this worker learning which jobs it took. Queued
+    /// again at once with the attempt returned, instead of waiting out the lease.
+    pub async fn release_claim(&self, locked_until: i64) -> anyhow::Result<u64> {
+        with_pool!(self, write, |pool, pg| {
+            let r = sqlx::query(
+                "UPDATE jobs SET state = 'queued', locked_until = NULL, \
+                 attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END \
+                 WHERE state = 'running' AND locked_until = $1",
+            )
+            .bind(locked_until)
+            .execute(pool)
+            .await?;
+            Ok(r.rows_affected())
+        })
+    }
+
     /// Claims up to `limit` ready jobs for `lease_ms`, oldest first.
     pub async fn claim_jobs(
         &self,
