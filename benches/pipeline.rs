@@ -93,6 +93,7 @@ async fn run(label: &str, url: &str) -> anyhow::Result<()> {
         512,
         Duration::from_secs(5),
         wake.clone(),
+        metrics.clone(),
     );
     let mut pipeline = Pipeline::new(
         store.clone(),

@@ -100,6 +100,7 @@ impl Application {
             settings.server.ingest_batch,
             Duration::from_millis(settings.server.ingest_timeout_ms),
             wake.clone(),
+            metrics.clone(),
         );
         let mut pipeline = Pipeline::new(
             store.clone(),

@@ -99,6 +99,7 @@ impl Ingestor {
         max_batch: usize,
         timeout: Duration,
         wake: Arc<Notify>,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> (Ingestor, IngestWriters) {
         let (tx, rx) = mpsc::channel::<Pending>(queue.max(1));
         let rx = Arc::new(Mutex::new(rx));
@@ -109,6 +110,7 @@ impl Ingestor {
                     rx.clone(),
                     max_batch.max(1),
                     wake.clone(),
+                    metrics.clone(),
                 ))
             })
             .collect();
@@ -156,6 +158,7 @@ async fn writer(
     rx: Arc<Mutex<mpsc::Receiver<Pending>>>,
     max_batch: usize,
     wake: Arc<Notify>,
+    metrics: Arc<crate::metrics::Metrics>,
 ) {
     let mut batch: Vec<Pending> = Vec::new();
     loop {
@@ -185,6 +188,10 @@ async fn writer(
         }
         match store.insert_raw_events(&items).await {
             Ok(outcomes) => {
+                metrics.ingest_commits.fetch_add(1, Ordering::Relaxed);
+                metrics
+                    .ingest_committed_events
+                    .fetch_add(items.len() as u64, Ordering::Relaxed);
                 let mut it = outcomes.into_iter();
                 for (reply, n) in replies.into_iter().zip(sizes) {
                     let _ = reply.send(Ok(it.by_ref().take(n).collect()));

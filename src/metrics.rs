@@ -65,6 +65,10 @@ pub struct Metrics {
     pub unknown_connector: AtomicU64,
     pub entries_written: AtomicU64,
     pub merges: AtomicU64,
+    /// Group commits of webhook ingest, and the events they wrote (events per commit tells
+    /// how well concurrent webhooks share commits).
+    pub ingest_commits: AtomicU64,
+    pub ingest_committed_events: AtomicU64,
     /// Pipeline time by stage, in microseconds: where a slow pipeline spends its time.
     pub pipeline_us: PipelineTimes,
 }
@@ -191,6 +195,22 @@ impl Metrics {
             "switchboard_timeline_entries_written_total {}",
             self.entries_written.load(Relaxed)
         );
+        for (name, help, v) in [
+            (
+                "switchboard_ingest_commits_total",
+                "Group commits of webhook ingest.",
+                &self.ingest_commits,
+            ),
+            (
+                "switchboard_ingest_committed_events_total",
+                "Raw events written by ingest's group commits.",
+                &self.ingest_committed_events,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            let _ = writeln!(out, "{name} {}", v.load(Relaxed));
+        }
         let _ = writeln!(
             out,
             "# HELP switchboard_customer_merges_total Automatic customer merges."

@@ -205,6 +205,27 @@ async fn concurrent_webhooks_share_commits_and_each_lands_exactly_once(db: Db) {
         assert_eq!(t.await.unwrap(), 200);
     }
     assert_eq!(app.store.count("raw_events").await.unwrap(), 200);
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let counter = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {metrics}"))
+    };
+    assert_eq!(counter("switchboard_ingest_committed_events_total"), 200);
+    let commits = counter("switchboard_ingest_commits_total");
+    assert!(
+        (1..200).contains(&commits),
+        "200 concurrent webhooks shared commits: {commits} commits"
+    );
     app.drain().await;
     assert_eq!(app.store.count("timeline_entries").await.unwrap(), 200);
     assert_eq!(app.store.count("customers").await.unwrap(), 10);
