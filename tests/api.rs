@@ -345,15 +345,7 @@ async fn a_failing_job_is_retried_then_parked_dead_with_its_error(db: Db) {
         dead[0].last_error
     );
     assert_eq!(app.store.count("timeline_entries").await.unwrap(), 1);
-    let m = app
-        .client
-        .get(format!("{}/metrics", app.addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = app.metrics().await;
     assert!(
         m.contains("switchboard_normalize_dead_total{connector=\"api\"} 1"),
         "{m}"

@@ -101,15 +101,7 @@ async fn bad_missing_or_malformed_signature_is_401_and_stores_nothing(db: Db) {
     )
     .await;
     assert_eq!(app.store.count("raw_events").await.unwrap(), 0);
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(metrics.contains(r#"switchboard_ingest_total{connector="api",outcome="rejected",reason="bad_signature"} 1"#), "{metrics}");
     app.stop().await;
 }
@@ -205,15 +197,7 @@ async fn concurrent_webhooks_share_commits_and_each_lands_exactly_once(db: Db) {
         assert_eq!(t.await.unwrap(), 200);
     }
     assert_eq!(app.store.count("raw_events").await.unwrap(), 200);
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     let counter = |name: &str| -> u64 {
         metrics
             .lines()

@@ -242,6 +242,18 @@ impl TestApp {
         r.json().await.expect("json")
     }
 
+    /// The Prometheus text of `GET /metrics`.
+    pub async fn metrics(&self) -> String {
+        let r = self
+            .client
+            .get(format!("{}/metrics", self.addr))
+            .send()
+            .await
+            .expect("GET /metrics");
+        assert_eq!(r.status(), 200, "GET /metrics");
+        r.text().await.expect("metrics text")
+    }
+
     /// Runs the pipeline until no job is ready, so tests never sleep.
     pub async fn drain(&self) -> usize {
         self.pipeline.drain().await.expect("pipeline drain")
