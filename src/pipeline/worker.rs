@@ -178,7 +178,7 @@ impl Pipeline {
             Err(e) => {
                 // The claim may have committed with its answer lost: its lease end is its
                 // token, so whatever it took is given back without knowing the ids.
-                self.release_on_outage(None, lease_end, &e).await;
+                self.release_on_outage(lease_end, &e).await;
                 return Err(e);
             }
         };
@@ -189,7 +189,7 @@ impl Pipeline {
         let raws: HashMap<i64, _> = match self.store.load_raw_events(&ids).await {
             Ok(raws) => raws.into_iter().map(|r| (r.id, r)).collect(),
             Err(e) => {
-                self.release_on_outage(Some(&jobs), lease_end, &e).await;
+                self.release_on_outage(lease_end, &e).await;
                 return Err(e);
             }
         };
@@ -264,7 +264,7 @@ impl Pipeline {
             Err(e) if is_unavailable(&e) => {
                 // The database went away mid-batch: no event is at fault, so no attempt is
                 // spent, and the claims are given back as soon as the database answers.
-                self.release_on_outage(Some(&jobs), lease_end, &e).await;
+                self.release_on_outage(lease_end, &e).await;
                 return Err(e);
             }
             Err(e) if prepared.len() > 1 => {
@@ -298,26 +298,16 @@ impl Pipeline {
     /// After a database outage interrupted a batch: gives the claims back (attempts returned)
     /// once the database answers again, retrying with backoff until their lease would end
     /// anyway. Without this they would sit claimed for the whole lease after the outage.
-    /// `jobs` is `None` when the claim itself failed: then every job claimed with this lease
-    /// end (the claim's token, see `lease_token`) is given back.
-    async fn release_on_outage(
-        &self,
-        jobs: Option<&[ClaimedJob]>,
-        lease_end: i64,
-        e: &anyhow::Error,
-    ) {
+    /// The claim is found by its lease end (its token, see `lease_token`), so this works
+    /// too when the claim itself failed and the worker never learnt which jobs it took.
+    async fn release_on_outage(&self, lease_end: i64, e: &anyhow::Error) {
         if !is_unavailable(e) {
             return; // the lease sweep takes care of anything else
         }
-        tracing::warn!(error = %e, jobs = jobs.map(|j| j.len()), "database unavailable mid-batch; releasing the claims when it is back");
-        let ids: Option<Vec<i64>> = jobs.map(|jobs| jobs.iter().map(|j| j.id).collect());
+        tracing::warn!(error = %e, "database unavailable mid-batch; releasing the claims when it is back");
         let mut pause = Duration::from_millis(100);
         while now_ms() + (pause.as_millis() as i64) < lease_end {
-            let released = match &ids {
-                Some(ids) => self.store.release_jobs(ids, lease_end).await,
-                None => self.store.release_claim(lease_end).await,
-            };
-            match released {
+            match self.store.release_claim(lease_end).await {
                 Ok(n) => {
                     tracing::info!(jobs = n, "claims released after a database outage");
                     return;

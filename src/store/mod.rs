@@ -466,36 +466,12 @@ impl Store {
         })
     }
 
-    /// Gives back jobs this worker claimed (lease ending at `locked_until`) and could not
-    /// finish because the database went away: queued again at once, with the attempt
-    /// returned, instead of waiting out the lease. A job whose lease already passed to
-    /// another worker (a different `locked_until`) is left alone.
-    pub async fn release_jobs(&self, ids: &[i64], locked_until: i64) -> anyhow::Result<u64> {
-        let mut released = 0;
-        with_pool!(self, write, |pool, pg| {
-            for chunk in ids.chunks(CHUNK) {
-                let mut qb = QueryBuilder::new(
-                    "UPDATE jobs SET state = 'queued', locked_until = NULL, \
-                     attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END \
-                     WHERE state = 'running' AND locked_until = ",
-                );
-                qb.push_bind(locked_until);
-                qb.push(" AND id IN (");
-                let mut sep = qb.separated(", ");
-                for id in chunk {
-                    sep.push_bind(*id);
-                }
-                qb.push(")");
-                released += qb.build().execute(pool).await?.rows_affected();
-            }
-        });
-        Ok(released)
-    }
-
     /// Gives back every job claimed with the lease ending at `locked_until` (the claim's
-    /// token), when the claiming statement's answer was lost to a database outage: the
-    /// claim may have committed without this worker learning which jobs it took. Queued
-    /// again at once with the attempt returned, instead of waiting out the lease.
+    /// token) that a database outage kept the worker from finishing, or whose claiming
+    /// statement's answer it lost (the claim may have committed without the worker learning
+    /// which jobs it took). Queued again at once with the attempt returned, instead of
+    /// waiting out the lease; a job whose lease already passed to another claim (a different
+    /// `locked_until`) is left alone.
     pub async fn release_claim(&self, locked_until: i64) -> anyhow::Result<u64> {
         with_pool!(self, write, |pool, pg| {
             let r = sqlx::query(
