@@ -33,6 +33,8 @@ pub struct Application {
     poller: Arc<PollerRunner>,
     suggester: Arc<Suggester>,
     outbound_enabled: bool,
+    /// `database.search_merge_idle_secs` (see [`crate::maintain`]).
+    search_merge_idle_secs: u64,
     roles: Roles,
     stopping: watch::Sender<bool>,
     /// SQLite only: held while this node serves, released when it stops.
@@ -166,6 +168,7 @@ impl Application {
             poller,
             suggester,
             outbound_enabled: settings.outbound.enabled,
+            search_merge_idle_secs: settings.database.search_merge_idle_secs,
             roles,
             stopping: stopping_tx,
             node_lock,
@@ -230,6 +233,7 @@ impl Application {
             poller,
             suggester,
             outbound_enabled,
+            search_merge_idle_secs,
             roles,
             stopping,
             node_lock,
@@ -253,6 +257,10 @@ impl Application {
             .then(|| tokio::spawn(webhook_dispatcher.clone().run(stop_rx.clone())));
         // One LISTEN connection per node (PostgreSQL) wakes every local SSE stream when any
         // node appends an event.
+        // Idle-time merging of the SQLite search indexes is background work too.
+        let upkeep = crate::maintain::SearchUpkeep::new(store.clone(), search_merge_idle_secs);
+        let upkeeping = (roles.has(Role::Pipeline) && upkeep.enabled())
+            .then(|| tokio::spawn(upkeep.run(stop_rx.clone())));
         let listening = (roles.has(Role::Api) && store.backend() == Backend::Postgres)
             .then(|| tokio::spawn(state.live.clone().listen(store.clone(), stop_rx)));
         tracing::info!(addr = %listener.local_addr()?, backend = ?store.backend(), connectors = state.registry.len(), node = %state.node_id, roles = %roles, "switchboard listening");
@@ -287,6 +295,9 @@ impl Application {
             let _ = w.await;
         }
         if let Some(w) = listening {
+            let _ = w.await;
+        }
+        if let Some(w) = upkeeping {
             let _ = w.await;
         }
         store.close().await;

@@ -80,6 +80,9 @@ pub struct DatabaseSettings {
     /// SQLite only: `full` (default) syncs the WAL at every commit, so an acknowledged event
     /// survives power loss; `normal` survives a crash of the process but not of the machine.
     pub sqlite_synchronous: SqliteSync,
+    /// SQLite only: once nothing has been written for this many seconds, the search indexes
+    /// are merged into one segment each, step by step (see `maintain`). 0: never.
+    pub search_merge_idle_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -96,6 +99,7 @@ impl Default for DatabaseSettings {
             max_connections: 8,
             writers: 4,
             sqlite_synchronous: SqliteSync::Full,
+            search_merge_idle_secs: 60,
         }
     }
 }

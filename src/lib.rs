@@ -8,6 +8,7 @@ pub mod config;
 pub mod domain;
 pub mod http;
 pub mod ingest;
+pub mod maintain;
 pub mod metrics;
 pub mod node;
 pub mod outbound;

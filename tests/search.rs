@@ -1064,3 +1064,59 @@ async fn postgres_statistics_mark_a_word_common_without_counting_it() {
     );
     app.stop().await;
 }
+
+/// SQLite: once nothing has been written for `database.search_merge_idle_secs`, the hub
+/// merges each search index into one segment (FTS5 leaves one per transaction until it has
+/// four of a size), and search finds the same as before.
+#[tokio::test]
+async fn an_idle_hub_merges_each_search_index_into_one_segment() {
+    let Some(app) = spawn_app_with(Db::Sqlite, |s| {
+        s.database.search_merge_idle_secs = 1;
+        s.pipeline.enabled = false;
+    })
+    .await
+    else {
+        return;
+    };
+    // Three batches, each stored in its own transactions: segments in every index.
+    for batch in 0..3 {
+        for i in 0..4 {
+            app.send(
+                json!({"id": format!("b{batch}m{i}"), "thread": format!("t{batch}{i}"),
+                            "email": format!("keeper{batch}{i}@example.com"),
+                            "name": format!("Keeper {batch}{i}"),
+                            "text": format!("upkeep message {batch} {i}")}),
+            )
+            .await;
+        }
+        app.drain().await;
+    }
+    let before = app.store.search_segments().await.unwrap();
+    assert!(before > 3, "segments before: {before}");
+    let messages = search(&app, &[("q", "upkeep"), ("limit", "50")]).await;
+    let people = search(&app, &[("q", "keeper"), ("limit", "50")]).await;
+    assert_eq!(of_type(&messages, "message").len(), 12, "{messages}");
+    assert_eq!(of_type(&people, "customer").len(), 12, "{people}");
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let n = app.store.search_segments().await.unwrap();
+        if n <= 3 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still {n} segments (from {before}) 30 s after the last write"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        search(&app, &[("q", "upkeep"), ("limit", "50")]).await,
+        messages
+    );
+    assert_eq!(
+        search(&app, &[("q", "keeper"), ("limit", "50")]).await,
+        people
+    );
+    app.stop().await;
+}

@@ -46,7 +46,9 @@ pub use lease::{LeaseFence, LeaseLost, LeaseRecord};
 pub use model::*;
 pub use outbound::SendOutcome;
 pub use read::{ConversationFilter, CustomerQuery};
-pub use search::{SearchFilter, SearchHit, SearchTerms, CUSTOMERS_MAX, NEWEST_MAX, RANKED_MAX};
+pub use search::{
+    SearchFilter, SearchHit, SearchTerms, CUSTOMERS_MAX, FTS_TABLES, NEWEST_MAX, RANKED_MAX,
+};
 pub use webhooks::{
     AttemptRecord, ClaimedDelivery, DeliveryOutcome, SubscriptionPatch, WebhookAttempt,
     WebhookDelivery, WebhookSubscription,

@@ -16,6 +16,9 @@ use sqlx::Row;
 use super::model::rfc3339;
 use super::{with_pool, Pools, Store};
 
+/// The FTS5 indexes of migration 0003 (SQLite).
+pub const FTS_TABLES: [&str; 3] = ["search_entries", "search_names", "search_identities"];
+
 /// At most this many words/phrases of a query are used; the rest is ignored.
 const MAX_PHRASES: usize = 32;
 
@@ -652,6 +655,82 @@ impl Store {
             any |= common;
         }
         Ok(any)
+    }
+
+    /// SQLite: how many segments the three search indexes hold in all (0 on PostgreSQL, whose
+    /// GIN indexes need no merging). FTS5 writes a segment per transaction and merges them
+    /// only in groups, so an index written in many small transactions keeps a dozen or more,
+    /// and every word of every search is looked up in each of them.
+    pub async fn search_segments(&self) -> anyhow::Result<i64> {
+        let Pools::Sqlite { read, .. } = &self.pools else {
+            return Ok(0);
+        };
+        let mut n = 0;
+        for t in FTS_TABLES {
+            let (c,): (i64,) =
+                sqlx::query_as(&format!("SELECT count(DISTINCT segid) FROM {t}_idx"))
+                    .fetch_one(read)
+                    .await?;
+            n += c;
+        }
+        Ok(n)
+    }
+
+    /// SQLite: one bounded step of merging a search index into a single segment (FTS5's
+    /// `merge` command with a negative page count: every level at once), in its own short
+    /// write transaction (`table` indexes [`FTS_TABLES`]); returns whether it did any work.
+    /// PostgreSQL: nothing to do.
+    pub async fn merge_search_step(&self, table: usize, pages: i64) -> anyhow::Result<bool> {
+        let Pools::Sqlite { write, .. } = &self.pools else {
+            return Ok(false);
+        };
+        let Some(t) = FTS_TABLES.get(table) else {
+            return Ok(false);
+        };
+        let mut conn = write.acquire().await?;
+        let (before,): (i64,) = sqlx::query_as("SELECT total_changes()")
+            .fetch_one(&mut *conn)
+            .await?;
+        sqlx::query(&format!("INSERT INTO {t} ({t}, rank) VALUES ('merge', $1)"))
+            .bind(-pages.max(16))
+            .execute(&mut *conn)
+            .await?;
+        let (after,): (i64,) = sqlx::query_as("SELECT total_changes()")
+            .fetch_one(&mut *conn)
+            .await?;
+        // The command itself counts as one change; a step that merged wrote many more.
+        Ok(after - before > 1)
+    }
+
+    /// Merges every search index into one segment, step by step, until no step has work
+    /// left (at most `max_steps` steps in all); returns the steps taken. What the idle-time
+    /// maintenance does ([`crate::maintain`]), in one go.
+    pub async fn merge_search_indexes(
+        &self,
+        pages: i64,
+        max_steps: usize,
+    ) -> anyhow::Result<usize> {
+        let mut steps = 0;
+        for table in 0..FTS_TABLES.len() {
+            while steps < max_steps && self.merge_search_step(table, pages).await? {
+                steps += 1;
+            }
+        }
+        Ok(steps)
+    }
+
+    /// A number that changes whenever events arrive or the timeline grows (the newest raw
+    /// event and timeline entry ids): the idle-time maintenance waits for it to stand still.
+    pub async fn write_mark(&self) -> anyhow::Result<i64> {
+        with_pool!(self, read, |pool, pg| {
+            let (m,): (i64,) = sqlx::query_as(
+                "SELECT coalesce((SELECT max(id) FROM raw_events), 0) \
+                      + coalesce((SELECT max(id) FROM timeline_entries), 0)",
+            )
+            .fetch_one(pool)
+            .await?;
+            Ok(m)
+        })
     }
 
     /// Forgets which words the probes found common (see [`CommonWords`]).
