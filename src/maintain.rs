@@ -9,6 +9,11 @@
 //! `database.search_merge_idle_secs`, in small steps (each its own short write transaction,
 //! so a webhook arriving meanwhile waits for one step at most), stopping as soon as anything
 //! is written again. Under steady traffic the indexes stay as FTS5 keeps them.
+//!
+//! A merge rewrites the largest segment too, so an index is merged only once its other
+//! segments hold a tenth of the largest's pages ([`worth_merging`]): a hub that hears from a
+//! customer every few minutes would otherwise rewrite its whole index after each quiet minute.
+//! Between merges an index grows by a tenth, which FTS5 keeps in a few segments.
 
 use std::time::{Duration, Instant};
 
@@ -96,6 +101,9 @@ impl SearchUpkeep {
     ) -> anyhow::Result<Option<usize>> {
         let mut steps = 0;
         for table in 0..FTS_TABLES.len() {
+            if !worth_merging(&self.store.search_index_segments(table).await?) {
+                continue;
+            }
             loop {
                 if *stop.borrow() || steps >= MAX_STEPS {
                     return Ok(None);
@@ -111,5 +119,30 @@ impl SearchUpkeep {
             }
         }
         Ok(Some(steps))
+    }
+}
+
+/// Whether an index with these segment sizes (leaf pages, any order) is worth merging into
+/// one: more than one segment, and the ones besides the largest hold at least a tenth of its
+/// pages (each merge then rewrites at most ~11 times what was added since the last one).
+pub fn worth_merging(pages: &[i64]) -> bool {
+    let largest = pages.iter().copied().max().unwrap_or(0);
+    let rest: i64 = pages.iter().sum::<i64>() - largest;
+    pages.len() > 1 && rest * 10 >= largest
+}
+
+#[cfg(test)]
+mod tests {
+    use super::worth_merging;
+
+    #[test]
+    fn an_index_is_merged_once_its_small_segments_hold_a_tenth_of_the_largest() {
+        assert!(!worth_merging(&[]));
+        assert!(!worth_merging(&[500]));
+        assert!(worth_merging(&[3, 3, 3]));
+        assert!(worth_merging(&[1000, 60, 40]));
+        assert!(!worth_merging(&[1000, 60, 39]));
+        assert!(!worth_merging(&[1000, 1]));
+        assert!(worth_merging(&[1, 1000, 99, 1]));
     }
 }

@@ -676,6 +676,24 @@ impl Store {
         Ok(n)
     }
 
+    /// SQLite: the sizes of one search index's segments (`table` indexes [`FTS_TABLES`]),
+    /// largest first, in rows of `<table>_idx`: FTS5 keeps one per leaf page on which a term
+    /// starts, so pages holding only the middle of a long position list are not counted.
+    /// Empty on PostgreSQL.
+    pub async fn search_index_segments(&self, table: usize) -> anyhow::Result<Vec<i64>> {
+        let Pools::Sqlite { read, .. } = &self.pools else {
+            return Ok(Vec::new());
+        };
+        let Some(t) = FTS_TABLES.get(table) else {
+            return Ok(Vec::new());
+        };
+        Ok(sqlx::query_scalar(&format!(
+            "SELECT count(*) AS pages FROM {t}_idx GROUP BY segid ORDER BY pages DESC"
+        ))
+        .fetch_all(read)
+        .await?)
+    }
+
     /// SQLite: one bounded step of merging a search index into a single segment (FTS5's
     /// `merge` command with a negative page count: every level at once), in its own short
     /// write transaction (`table` indexes [`FTS_TABLES`]); returns whether it did any work.
