@@ -897,7 +897,7 @@ async fn a_query_with_a_common_word_comes_back_newest_first(db: Db) {
     // rank first if they were ranked. "quokka" is rare: in four of them.
     let n = RANKED_MAX as usize + 30;
     store_messages(&app, n, |i| match i {
-        0 => "parcel parcel parcel quokka".into(),
+        0 => "parcel parcel parcel quokka quokka".into(),
         _ if i % 1000 == 1 => format!("where is my parcel {i} quokka"),
         _ => format!("parcel number {i} is late"),
     })
@@ -964,8 +964,8 @@ async fn a_query_with_a_common_word_comes_back_newest_first(db: Db) {
     let phrase = items(&search(&app, &[("q", "\"parcel parcel\"")]).await);
     assert_eq!(phrase.len(), 1, "{phrase:?}");
     assert_eq!(phrase[0]["rank"], 0.0, "{phrase:?}");
-    // The rare word alone is ranked over its every match: the oldest entry, which says
-    // "quokka" in the shortest text, is first.
+    // The rare word alone is ranked over its every match: the oldest entry, the only one
+    // that says "quokka" twice, is first.
     let rare = items(&search(&app, &[("q", "quokka")]).await);
     assert_eq!(rare.len(), 4, "{rare:?}");
     assert!(

@@ -11,6 +11,7 @@ mod apply;
 pub mod entities;
 pub mod error;
 pub mod events;
+mod fts_rank;
 pub mod identity;
 pub mod inbox;
 pub mod lease;
@@ -349,6 +350,14 @@ impl Store {
                 .with_context(|| format!("opening {url}"))?;
             let read = SqlitePoolOptions::new()
                 .max_connections(db.max_connections.max(2))
+                // Search ranks messages with `quickrank` (fts_rank.rs).
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        let mut h = conn.lock_handle().await?;
+                        fts_rank::register(h.as_raw_handle())
+                            .map_err(|e| sqlx::Error::Configuration(e.into()))
+                    })
+                })
                 .test_before_acquire(false)
                 .acquire_timeout(Duration::from_secs(10))
                 .connect_with(opts.read_only(false))

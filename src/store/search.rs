@@ -7,7 +7,8 @@
 //! bare `AND` is ignored, every term must match anyway) and rendered as an FTS5 expression of
 //! quoted strings (SQLite, one bound parameter) or as a combination of `phraseto_tsquery` calls
 //! over bound parameters (PostgreSQL). Neither can fail to parse.
-//! Matches are ranked (FTS5 bm25 on SQLite, `ts_rank` on PostgreSQL; higher is better) and
+//! Matches are ranked (on SQLite FTS5's bm25 without its document-length term, `quickrank` in
+//! fts_rank.rs; `ts_rank` on PostgreSQL; higher is better) and
 //! highlighted; snippets are HTML-escaped with the matches wrapped in `<mark>…</mark>`.
 
 use serde::Serialize;
@@ -362,13 +363,18 @@ fn unknown_words<'a>(cache: &CommonWords, words: Vec<&'a str>) -> Option<Vec<&'a
     Some(unknown)
 }
 
+/// How entries are scored on SQLite: bm25 without its document-length term (fts_rank.rs),
+/// which would look up every match's size.
+const RANK_ENTRIES: &str = "quickrank(search_entries)";
+
 fn sqlite_sql(plan: Plan) -> String {
     // Ranked: every match (no common word, so at most RANKED_MAX per clause). Newest first:
     // FTS5 walks the rowids backwards and stops; no bm25, whose IDF would count them all.
     let source = if plan.ranked {
         format!(
-            "(SELECT rowid AS rid, -bm25(search_entries) AS score FROM search_entries \
+            "(SELECT rowid AS rid, {} AS score FROM search_entries \
               WHERE search_entries MATCH $6 LIMIT {}) s",
+            RANK_ENTRIES,
             RANKED_MAX * MAX_PHRASES as i64
         )
     } else {
@@ -398,6 +404,8 @@ fn sqlite_sql(plan: Plan) -> String {
     };
     let customers = if plan.customers {
         let ccap = plan.customer_cap;
+        let (names_rank, identities_rank) =
+            ("quickrank(search_names)", "quickrank(search_identities)");
         // The best-matching name or identity of each canonical customer.
         format!(
             " UNION ALL \
@@ -406,11 +414,11 @@ fn sqlite_sql(plan: Plan) -> String {
                       ROW_NUMBER() OVER (PARTITION BY k.id ORDER BY h.score DESC, h.src, h.src_id) AS n \
                FROM ( \
                  SELECT 'name' AS src, rid AS src_id, rec, score FROM ( \
-                   SELECT rowid AS rid, customer_id AS rec, -bm25(search_names) AS score \
+                   SELECT rowid AS rid, customer_id AS rec, {names_rank} AS score \
                    FROM search_names WHERE search_names MATCH $6 ORDER BY rowid DESC LIMIT {ccap}) \
                  UNION ALL \
                  SELECT 'identity', si.rid, i.customer_id, si.score FROM ( \
-                   SELECT rowid AS rid, -bm25(search_identities) AS score \
+                   SELECT rowid AS rid, {identities_rank} AS score \
                    FROM search_identities WHERE search_identities MATCH $6 \
                    ORDER BY rowid DESC LIMIT {ccap}) si \
                  JOIN identities i ON i.id = si.rid \
