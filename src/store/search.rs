@@ -363,18 +363,14 @@ fn unknown_words<'a>(cache: &CommonWords, words: Vec<&'a str>) -> Option<Vec<&'a
     Some(unknown)
 }
 
-/// How entries are scored on SQLite: bm25 without its document-length term (fts_rank.rs),
-/// which would look up every match's size.
-const RANK_ENTRIES: &str = "quickrank(search_entries)";
-
 fn sqlite_sql(plan: Plan) -> String {
-    // Ranked: every match (no common word, so at most RANKED_MAX per clause). Newest first:
+    // Ranked (quickrank: bm25 without its document-length term, fts_rank.rs): every match
+    // (no common word, so at most RANKED_MAX per clause). Newest first:
     // FTS5 walks the rowids backwards and stops; no bm25, whose IDF would count them all.
     let source = if plan.ranked {
         format!(
-            "(SELECT rowid AS rid, {} AS score FROM search_entries \
+            "(SELECT rowid AS rid, quickrank(search_entries) AS score FROM search_entries \
               WHERE search_entries MATCH $6 LIMIT {}) s",
-            RANK_ENTRIES,
             RANKED_MAX * MAX_PHRASES as i64
         )
     } else {
@@ -404,8 +400,6 @@ fn sqlite_sql(plan: Plan) -> String {
     };
     let customers = if plan.customers {
         let ccap = plan.customer_cap;
-        let (names_rank, identities_rank) =
-            ("quickrank(search_names)", "quickrank(search_identities)");
         // The best-matching name or identity of each canonical customer.
         format!(
             " UNION ALL \
@@ -414,11 +408,11 @@ fn sqlite_sql(plan: Plan) -> String {
                       ROW_NUMBER() OVER (PARTITION BY k.id ORDER BY h.score DESC, h.src, h.src_id) AS n \
                FROM ( \
                  SELECT 'name' AS src, rid AS src_id, rec, score FROM ( \
-                   SELECT rowid AS rid, customer_id AS rec, {names_rank} AS score \
+                   SELECT rowid AS rid, customer_id AS rec, quickrank(search_names) AS score \
                    FROM search_names WHERE search_names MATCH $6 ORDER BY rowid DESC LIMIT {ccap}) \
                  UNION ALL \
                  SELECT 'identity', si.rid, i.customer_id, si.score FROM ( \
-                   SELECT rowid AS rid, {identities_rank} AS score \
+                   SELECT rowid AS rid, quickrank(search_identities) AS score \
                    FROM search_identities WHERE search_identities MATCH $6 \
                    ORDER BY rowid DESC LIMIT {ccap}) si \
                  JOIN identities i ON i.id = si.rid \
@@ -670,16 +664,9 @@ impl Store {
     /// only in groups, so an index written in many small transactions keeps a dozen or more,
     /// and every word of every search is looked up in each of them.
     pub async fn search_segments(&self) -> anyhow::Result<i64> {
-        let Pools::Sqlite { read, .. } = &self.pools else {
-            return Ok(0);
-        };
         let mut n = 0;
-        for t in FTS_TABLES {
-            let (c,): (i64,) =
-                sqlx::query_as(&format!("SELECT count(DISTINCT segid) FROM {t}_idx"))
-                    .fetch_one(read)
-                    .await?;
-            n += c;
+        for table in 0..FTS_TABLES.len() {
+            n += self.search_index_segments(table).await?.len() as i64;
         }
         Ok(n)
     }
