@@ -255,12 +255,12 @@ impl Application {
         // Outgoing webhooks deliver to the outside world like replies do: the sender role.
         let dispatching = (roles.has(Role::Sender) && webhook_dispatcher.enabled())
             .then(|| tokio::spawn(webhook_dispatcher.clone().run(stop_rx.clone())));
-        // One LISTEN connection per node (PostgreSQL) wakes every local SSE stream when any
-        // node appends an event.
         // Idle-time merging of the SQLite search indexes is background work too.
         let upkeep = crate::maintain::SearchUpkeep::new(store.clone(), search_merge_idle_secs);
         let upkeeping = (roles.has(Role::Pipeline) && upkeep.enabled())
             .then(|| tokio::spawn(upkeep.run(stop_rx.clone())));
+        // One LISTEN connection per node (PostgreSQL) wakes every local SSE stream when any
+        // node appends an event.
         let listening = (roles.has(Role::Api) && store.backend() == Backend::Postgres)
             .then(|| tokio::spawn(state.live.clone().listen(store.clone(), stop_rx)));
         tracing::info!(addr = %listener.local_addr()?, backend = ?store.backend(), connectors = state.registry.len(), node = %state.node_id, roles = %roles, "switchboard listening");
