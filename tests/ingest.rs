@@ -337,3 +337,51 @@ on_both_backends!(
     store_unavailable_is_503_never_2xx_and_recovers,
     super::store_unavailable_is_503_never_2xx_and_recovers
 );
+
+/// SQLite: the writer connection's thread, which every group commit waits for, asks Linux's
+/// EEVDF scheduler for its shortest time slice (src/store/writer_thread.rs); the thread the
+/// store reports is one of this process's, with that slice and its nice value unchanged.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn the_sqlite_writer_thread_takes_the_short_scheduling_slice() {
+    let Some(app) = spawn_app(Db::Sqlite).await else {
+        return;
+    };
+    // The writer is in use: a webhook committed through it.
+    let r = app.send(message("slice-1", "hello")).await;
+    assert_eq!(r.status(), 200);
+    let tid = match app.store.sqlite_writer_thread() {
+        Some(Ok(tid)) => tid,
+        other => panic!("the writer thread did not take the short slice: {other:?}"),
+    };
+    let task = format!("/proc/self/task/{tid}");
+    let comm = std::fs::read_to_string(format!("{task}/comm")).unwrap();
+    assert!(comm.starts_with("sqlx-sqlite"), "thread {tid} is {comm:?}");
+    let sched = std::fs::read_to_string(format!("{task}/sched")).unwrap();
+    // Kernels before EEVDF (6.6) print no slice and ignore the request.
+    if let Some(line) = sched.lines().find(|l| l.starts_with("se.slice")) {
+        let ns: u64 = line.rsplit(':').next().unwrap().trim().parse().unwrap();
+        assert_eq!(ns, 100_000, "{line}");
+    }
+    // Linux nice values are per thread: the writer keeps the process's.
+    let stat = std::fs::read_to_string(format!("{task}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    // After the command name: state is field 3, nice field 19.
+    let nice: i64 = fields[16].parse().unwrap();
+    let own: i64 = std::fs::read_to_string("/proc/self/stat")
+        .unwrap()
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(16)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(nice, own);
+}

@@ -25,6 +25,7 @@ mod sqlite_rows;
 pub mod suggest;
 mod threads;
 pub mod webhooks;
+mod writer_thread;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -82,6 +83,9 @@ pub struct Store {
     pools: Pools,
     tokens: Arc<TokenCache>,
     common_words: Arc<search::CommonWords>,
+    /// SQLite: the writer thread that took the short scheduling slice (writer_thread.rs);
+    /// 0 when none did, minus the OS error number when the kernel refused.
+    writer_tid: Arc<std::sync::atomic::AtomicI64>,
 }
 
 /// Recently verified API tokens, so a request does not pay a database round trip just to
@@ -336,13 +340,43 @@ impl Store {
                 // Reads through a memory map of the whole file (up to 64 GiB of address space,
                 // not memory; the build raises SQLite's 2 GB cap, .cargo/config.toml).
                 .pragma("mmap_size", "68719476736")
+                // Checkpoint (copy the WAL into the file) every 300 WAL pages instead of 1,000:
+                // shorter stalls of the commit that does it, and a WAL that stays small.
+                // bench/ingest.sh, alternating 300 / 1,000 four times: 28.2–32.1k against
+                // 25.3–27.7k webhooks/s (BENCHMARKS.md).
+                .pragma("wal_autocheckpoint", "300")
                 // A whole API page (≤ 201 rows) fits the worker's row channel, so the worker
                 // thread never parks mid-query waiting for the handler to drain it.
                 .row_buffer_size(256);
             // A local file cannot go stale under the pool: no ping (a round trip to the
             // connection's worker thread) before every acquire.
+            let writer_tid = Arc::new(std::sync::atomic::AtomicI64::new(0));
+            let tid = writer_tid.clone();
             let write = SqlitePoolOptions::new()
                 .max_connections(1)
+                // Its statements run on the connection's worker thread, which asks for short
+                // scheduling slices there (writer_thread.rs).
+                .after_connect(move |conn, _| {
+                    let tid = tid.clone();
+                    Box::pin(async move {
+                        {
+                            let mut h = conn.lock_handle().await?;
+                            writer_thread::register(h.as_raw_handle())
+                                .map_err(|e| sqlx::Error::Configuration(e.into()))?;
+                        }
+                        let (r,): (i64,) = sqlx::query_as("SELECT sb_short_slice()")
+                            .fetch_one(&mut *conn)
+                            .await?;
+                        if r < 0 {
+                            tracing::debug!(
+                                errno = -r,
+                                "the SQLite writer thread keeps the default scheduling slice"
+                            );
+                        }
+                        tid.store(r, std::sync::atomic::Ordering::Relaxed);
+                        Ok(())
+                    })
+                })
                 .test_before_acquire(false)
                 .acquire_timeout(Duration::from_secs(10))
                 .connect_with(opts.clone())
@@ -366,6 +400,7 @@ impl Store {
                 pools: Pools::Sqlite { write, read },
                 tokens: Arc::default(),
                 common_words: Arc::default(),
+                writer_tid,
             })
         } else {
             let opts = PgConnectOptions::from_str(url).context("database.url")?;
@@ -379,6 +414,7 @@ impl Store {
                 pools: Pools::Postgres(pool),
                 tokens: Arc::default(),
                 common_words: Arc::default(),
+                writer_tid: Arc::default(),
             })
         }
     }
@@ -387,6 +423,17 @@ impl Store {
         match self.pools {
             Pools::Sqlite { .. } => Backend::Sqlite,
             Pools::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// SQLite: the id of the writer connection's thread if it took the short scheduling
+    /// slice (writer_thread.rs), else the OS error number it got as `Err`; `None` before
+    /// the writer connected, and on PostgreSQL.
+    pub fn sqlite_writer_thread(&self) -> Option<Result<i64, i64>> {
+        match self.writer_tid.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => None,
+            t if t > 0 => Some(Ok(t)),
+            e => Some(Err(-e)),
         }
     }
 
