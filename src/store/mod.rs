@@ -348,10 +348,10 @@ impl Store {
                 // A whole API page (≤ 201 rows) fits the worker's row channel, so the worker
                 // thread never parks mid-query waiting for the handler to drain it.
                 .row_buffer_size(256);
-            // A local file cannot go stale under the pool: no ping (a round trip to the
-            // connection's worker thread) before every acquire.
             let writer_tid = Arc::new(std::sync::atomic::AtomicI64::new(0));
             let tid = writer_tid.clone();
+            // A local file cannot go stale under the pool: no ping (a round trip to the
+            // connection's worker thread) before every acquire.
             let write = SqlitePoolOptions::new()
                 .max_connections(1)
                 // Its statements run on the connection's worker thread, which asks for short

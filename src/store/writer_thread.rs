@@ -19,7 +19,7 @@ use std::ptr::NonNull;
 use libsqlite3_sys as ffi;
 
 /// The slice asked for: EEVDF's shortest (0.1 ms; the default is 0.7–3 ms).
-pub(crate) const SLICE_NS: u64 = 100_000;
+const SLICE_NS: u64 = 100_000;
 
 /// `sb_short_slice()`: requests the short slice for the calling thread; returns the thread's
 /// id on success, or minus the OS error number.
